@@ -1,0 +1,1 @@
+"""Deployment and local stand-ins for the Cekura key rotator."""

@@ -1,0 +1,1 @@
+"""Local stand-ins (fake Cekura API) for tests, the demo and benchmarks."""

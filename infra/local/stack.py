@@ -1,0 +1,182 @@
+"""The local stack: moto server and the fake Cekura over HTTP on 127.0.0.1, plus seeding.
+
+Used by the end-to-end tests, the demo and the benchmarks. The handler runs in this process,
+invoked by moto's RotateSecret through the bridge, and talks to moto server over HTTP exactly as
+it would talk to Secrets Manager.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import boto3
+import httpx
+
+from infra.local.fake_cekura import FakeCekura
+from infra.local.lambda_bridge import ACCOUNT_ID, FUNCTION_ARN, FUNCTION_NAME, REGION, LambdaBridge
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105  # moto's conventional dummy
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+def create_function(endpoint_url: str | None = None) -> str:
+    """Register the rotation function with moto's Lambda (which needs its IAM role to exist).
+
+    Safe to call again: an existing role or function is kept.
+    """
+    kwargs: dict[str, Any] = {"region_name": REGION}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    iam = boto3.client("iam", **kwargs)
+    role_name = f"{FUNCTION_NAME}-role"
+    try:
+        iam.create_role(
+            RoleName=role_name,
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("cekura_rotator/handler.py", "# moto never runs this\n")
+    lam = boto3.client("lambda", **kwargs)
+    try:
+        lam.create_function(
+            FunctionName=FUNCTION_NAME,
+            Runtime="python3.13",
+            Role=iam.get_role(RoleName=role_name)["Role"]["Arn"],
+            Handler="cekura_rotator.handler.lambda_handler",
+            Code={"ZipFile": code.getvalue()},
+        )
+    except lam.exceptions.ResourceConflictException:
+        pass
+    return FUNCTION_ARN
+
+
+def enable_rotation(
+    client: SecretsManagerClient, secret_id: str, *, function_arn: str = FUNCTION_ARN
+) -> None:
+    """Attach the rotation function without rotating (moto runs testSecret, like AWS).
+
+    AWS removes the AWSPENDING label its configuration test created; moto leaves it on a version
+    that is not AWSCURRENT, so it is removed here to reach AWS's end state.
+    """
+    client.rotate_secret(
+        SecretId=secret_id,
+        RotationLambdaARN=function_arn,
+        RotationRules={"AutomaticallyAfterDays": 30},
+        RotateImmediately=False,
+    )
+    drop_stale_pending(client, secret_id)
+
+
+def drop_stale_pending(client: SecretsManagerClient, secret_id: str) -> None:
+    """Remove AWSPENDING from a version that is not AWSCURRENT (a test or cancelled rotation)."""
+    versions = client.describe_secret(SecretId=secret_id)["VersionIdsToStages"]
+    for version, stages in versions.items():
+        if "AWSPENDING" in stages and "AWSCURRENT" not in stages:
+            client.update_secret_version_stage(
+                SecretId=secret_id, VersionStage="AWSPENDING", RemoveFromVersionId=version
+            )
+
+
+def secret_json(api_key: str, project_id: int, **extra: Any) -> str:
+    """A secret value in the documented JSON format."""
+    return json.dumps({"api_key": api_key, "project_id": project_id, **extra})
+
+
+@dataclass
+class LocalStack:
+    """Handles on the running stand-ins."""
+
+    moto_url: str
+    fake: FakeCekura
+    bridge: LambdaBridge
+
+    def client(self) -> SecretsManagerClient:
+        """A Secrets Manager client for moto server."""
+        return boto3.client("secretsmanager", region_name=REGION, endpoint_url=self.moto_url)
+
+    def handler_env(self, **overrides: str) -> dict[str, str]:
+        """The environment the handler reads, pointed at the stand-ins."""
+        return {
+            **DUMMY_CREDENTIALS,
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.moto_url,
+            "CEKURA_API_URL": self.fake.url,
+            "CEKURA_VALIDATE_MAX_WAIT": "5",
+            "POWERTOOLS_METRICS_NAMESPACE": "CekuraRotator",
+            "POWERTOOLS_SERVICE_NAME": "cekura-rotator",
+            **overrides,
+        }
+
+
+@contextmanager
+def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, restoring the old ones after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def local_stack(
+    *,
+    mode: Literal["spec", "permissive"] = "spec",
+    env: Mapping[str, str] | None = None,
+    secret_id_as: Literal["arn", "name"] = "arn",
+) -> Iterator[LocalStack]:
+    """Start moto server and the fake Cekura; route RotateSecret to the real handler."""
+    from moto.server import ThreadedMotoServer
+
+    from cekura_rotator import handler
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    moto_url = f"http://{host}:{port}"
+    fake = FakeCekura(mode=mode).start()
+    bridge = LambdaBridge(handler=handler.lambda_handler, secret_id_as=secret_id_as)
+    stack = LocalStack(moto_url=moto_url, fake=fake, bridge=bridge)
+    try:
+        with patched_environ({**stack.handler_env(), **(env or {})}), bridge.patched():
+            httpx.post(f"{moto_url}/moto-api/config", json={"lambda": {"use_docker": False}})
+            handler.rotator.cache_clear()
+            create_function(moto_url)
+            yield stack
+    finally:
+        handler.rotator.cache_clear()
+        fake.stop()
+        server.stop()
+
+
+__all__ = [
+    "ACCOUNT_ID",
+    "FUNCTION_ARN",
+    "LocalStack",
+    "create_function",
+    "drop_stale_pending",
+    "enable_rotation",
+    "local_stack",
+    "secret_json",
+]

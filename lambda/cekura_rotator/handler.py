@@ -1,0 +1,56 @@
+"""Lambda entry point: Powertools decorators, parse the event, run one step. Nothing else."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from cekura_rotator.cekura import CekuraClient
+from cekura_rotator.config import Config
+from cekura_rotator.errors import RotatorError
+from cekura_rotator.observability import count, logger, metrics
+from cekura_rotator.secrets_store import SecretsStore
+from cekura_rotator.steps import RotationRequest, Rotator
+
+
+@functools.cache
+def rotator() -> Rotator:
+    """The container's rotator: config parsed and clients created once, on first use."""
+    config = Config.from_env(os.environ)
+    return Rotator(
+        config=config,
+        store=SecretsStore(boto3.client("secretsmanager")),
+        cekura=CekuraClient.from_config(config),
+    )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> None:
+    """Run the rotation step the event names; raise (and so fail the step) on any error."""
+    step = event.get("Step") if isinstance(event, dict) else None
+    secret_id = event.get("SecretId") if isinstance(event, dict) else None
+    metrics.add_dimension(name="Step", value=str(step) if step in _STEP_NAMES else "invalid")
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000
+    try:
+        request = RotationRequest.from_event(event)
+        logger.append_keys(secret_id=request.secret_id, step=request.step, token=request.token)
+        rotator().run(request, deadline=deadline, function_arn=context.invoked_function_arn)
+    except RotatorError as e:
+        e.bind(secret_id=str(secret_id) if secret_id else None, step=str(step) if step else None)
+        count("StepFailed")
+        logger.exception("Rotation step failed", error_type=type(e).__name__)
+        raise
+    except Exception:
+        count("StepFailed")
+        logger.exception("Rotation step failed unexpectedly")
+        raise
+    count("StepSucceeded")
+
+
+_STEP_NAMES = frozenset({"createSecret", "setSecret", "testSecret", "finishSecret"})

@@ -1,0 +1,139 @@
+"""The Secrets Manager port: describe, read by stage or version, put pending, move labels.
+
+It knows nothing of Cekura. Every read names a `VersionStage` or `VersionId`: moto and AWS
+disagree on which version an unqualified read returns after a label move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
+from cekura_rotator.errors import SecretsStoreError
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+CURRENT = "AWSCURRENT"
+PENDING = "AWSPENDING"
+PREVIOUS = "AWSPREVIOUS"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretDescription:
+    """What DescribeSecret says about a secret, reduced to what rotation needs."""
+
+    arn: str
+    name: str
+    rotation_enabled: bool
+    rotation_lambda_arn: str | None
+    versions: Mapping[str, tuple[str, ...]]
+    next_rotation: datetime | None = None
+    last_rotated: datetime | None = None
+
+    def version_with(self, stage: str) -> str | None:
+        """The version carrying `stage`, if any."""
+        return next((v for v, stages in self.versions.items() if stage in stages), None)
+
+    def stages_of(self, version_id: str) -> tuple[str, ...]:
+        """The labels on a version (empty when it carries none or does not exist)."""
+        return self.versions.get(version_id, ())
+
+
+class SecretsStore:
+    """Secrets Manager, through a boto3 client passed in."""
+
+    def __init__(self, boto3_client: SecretsManagerClient):
+        self._client = boto3_client
+
+    def describe(self, secret_id: str) -> SecretDescription:
+        """DescribeSecret, reduced."""
+        out = self._call("DescribeSecret", self._client.describe_secret, SecretId=secret_id)
+        return SecretDescription(
+            arn=out["ARN"],
+            name=out["Name"],
+            rotation_enabled=bool(out.get("RotationEnabled")),
+            rotation_lambda_arn=out.get("RotationLambdaARN") or None,
+            versions={v: tuple(s) for v, s in out.get("VersionIdsToStages", {}).items()},
+            next_rotation=out.get("NextRotationDate"),
+            last_rotated=out.get("LastRotatedDate"),
+        )
+
+    def read(
+        self, secret_id: str, *, stage: str | None = None, version_id: str | None = None
+    ) -> str | bytes | None:
+        """The value of the version named by `stage` and/or `version_id`; None if it has none."""
+        if stage is None and version_id is None:
+            raise ValueError("name a VersionStage or a VersionId: unqualified reads are ambiguous")
+        kwargs: dict[str, Any] = {"SecretId": secret_id}
+        if stage is not None:
+            kwargs["VersionStage"] = stage
+        if version_id is not None:
+            kwargs["VersionId"] = version_id
+        try:
+            out = self._call("GetSecretValue", self._client.get_secret_value, **kwargs)
+        except SecretsStoreError as e:
+            if e.code == "ResourceNotFoundException":
+                return None
+            raise
+        if "SecretString" in out:
+            return str(out["SecretString"])
+        binary = out.get("SecretBinary")
+        return bytes(binary) if binary is not None else None
+
+    def put_pending(
+        self, secret_id: str, *, token: str, value: str, rotation_token: str | None
+    ) -> None:
+        """Store `value` as the AWSPENDING version named by `token`."""
+        kwargs: dict[str, Any] = {
+            "SecretId": secret_id,
+            "ClientRequestToken": token,
+            "SecretString": value,
+            "VersionStages": [PENDING],
+        }
+        if rotation_token:
+            kwargs["RotationToken"] = rotation_token
+        self._call("PutSecretValue", self._client.put_secret_value, **kwargs)
+
+    def move_stage(
+        self, secret_id: str, *, stage: str, to_version: str | None, from_version: str | None
+    ) -> None:
+        """Move (or, without `to_version`, remove) a label."""
+        kwargs: dict[str, Any] = {"SecretId": secret_id, "VersionStage": stage}
+        if to_version is not None:
+            kwargs["MoveToVersionId"] = to_version
+        if from_version is not None:
+            kwargs["RemoveFromVersionId"] = from_version
+        self._call("UpdateSecretVersionStage", self._client.update_secret_version_stage, **kwargs)
+
+    @staticmethod
+    def _call(operation: str, method: Any, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except ClientError as e:
+            error = e.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            # AWS messages name ids and labels, never values; kept for the operator.
+            message = str(error.get("Message", "")).strip()[:300]
+            raise SecretsStoreError(
+                f"Secrets Manager {operation} failed: {code}: {message}",
+                code=code,
+                operation=operation,
+            ) from e
+        except ParamValidationError:
+            # Its text can quote parameter values, and SecretString is one of them.
+            raise SecretsStoreError(
+                f"Secrets Manager {operation} was given an invalid parameter",
+                code="ParamValidationError",
+                operation=operation,
+            ) from None
+        except BotoCoreError as e:
+            raise SecretsStoreError(
+                f"Secrets Manager {operation} failed: {type(e).__name__}: {e}",
+                code=type(e).__name__,
+                operation=operation,
+            ) from e

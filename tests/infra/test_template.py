@@ -1,0 +1,508 @@
+"""Checks of template.yaml: the AWS linters, least privilege, conditional resources, the build."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra.conftest import (
+    FUNCTION_ID,
+    NO_VALUE,
+    REPO_ROOT,
+    TEMPLATE_PATH,
+    SamBuild,
+    Tools,
+    deployment,
+)
+
+FUNCTION_NAME_SUB = "${AWS::StackName}-rotator"
+FUNCTION_ARN_SUB = (
+    "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:" + FUNCTION_NAME_SUB
+)
+ROTATION_LAMBDA_KEY = "secretsmanager:resource/AllowRotationLambdaArn"
+# Skips are reviewed here on purpose: adding one must be a visible change to this test.
+EXPECTED_CHECKOV_SKIPS = {("RotatorFunction", "CKV_AWS_116"), ("RotatorFunction", "CKV_AWS_173")}
+STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+
+
+def _alternatives(node: Any) -> Iterator[Any]:
+    """Every value a node can take across Fn::If branches, without AWS::NoValue."""
+    if isinstance(node, dict) and set(node) == {"Fn::If"}:
+        _, when_true, when_false = node["Fn::If"]
+        yield from _alternatives(when_true)
+        yield from _alternatives(when_false)
+    elif node != NO_VALUE:
+        yield node
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _identity_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Statements of every identity policy (roles, policies), across all condition branches."""
+    for logical_id, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        documents: list[Any] = []
+        if resource["Type"] == "AWS::IAM::Role":
+            for policies in _alternatives(props.get("Policies", [])):
+                for policy in policies:
+                    documents.extend(p["PolicyDocument"] for p in _alternatives(policy))
+        elif resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            documents.append(props["PolicyDocument"])
+        for document in documents:
+            for statement in _as_list(document["Statement"]):
+                for alternative in _alternatives(statement):
+                    yield logical_id, alternative
+
+
+def _statement_sort_key(item: tuple[str, dict[str, Any]]) -> str:
+    return item[0] + json.dumps(item[1], sort_keys=True)
+
+
+# --- The AWS tools ---------------------------------------------------------------------------
+
+
+def test_sam_validate_lint_accepts_the_template(tools: Tools) -> None:
+    # Given the template at the repo root
+    # When SAM transforms and lints it
+    result = tools.run("sam", "validate", "--lint", "--template-file", str(TEMPLATE_PATH))
+    # Then it reports no problem
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cfn_lint_accepts_the_template(tools: Tools) -> None:
+    # Given the template
+    # When cfn-lint checks it, warnings and informational findings included
+    result = tools.run("cfn-lint", str(TEMPLATE_PATH))
+    # Then it finds nothing
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_accepts_the_template(tools: Tools) -> None:
+    # Given the template with its documented skips
+    # When checkov scans it offline
+    result = tools.run(
+        "checkov",
+        "-f",
+        str(TEMPLATE_PATH),
+        "--framework",
+        "cloudformation",
+        "--skip-download",
+        "--quiet",
+        "--compact",
+    )
+    # Then no check fails
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_checkov_skip_is_known_and_justified(template: dict[str, Any]) -> None:
+    # Given the checkov skips declared in resource metadata
+    skips = {
+        (logical_id, skip["id"]): skip.get("comment", "")
+        for logical_id, resource in template["Resources"].items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    }
+    # When each is inspected
+    short = {key: comment for key, comment in skips.items() if len(comment.strip()) < 20}
+    # Then each carries a real reason, and the set is the reviewed one
+    assert not short, f"checkov skips without a justification: {short}"
+    assert all(re.fullmatch(r"CKV2?_AWS_\d+", check_id) for _, check_id in skips)
+    assert set(skips) == EXPECTED_CHECKOV_SKIPS
+
+
+# --- Least privilege -------------------------------------------------------------------------
+
+
+def test_function_uses_the_explicit_role_only(template: dict[str, Any]) -> None:
+    # Given the function definition
+    props = template["Resources"][FUNCTION_ID]["Properties"]
+    # When its permissions are looked up
+    # Then they come from the reviewed role, not from SAM policy templates
+    assert props["Role"] == {"Fn::GetAtt": ["RotatorRole", "Arn"]}
+    assert "Policies" not in props
+    assert props["FunctionName"] == {"Fn::Sub": FUNCTION_NAME_SUB}
+
+
+def test_secretsmanager_access_requires_this_function_as_rotator(template: dict[str, Any]) -> None:
+    # Given every identity-policy statement that mentions a Secrets Manager action
+    statements = [
+        (logical_id, statement)
+        for logical_id, statement in _identity_statements(template)
+        if any(str(a).lower().startswith("secretsmanager:") for a in _as_list(statement["Action"]))
+    ]
+    assert statements, "no Secrets Manager statement found: the role cannot rotate"
+    for logical_id, statement in sorted(statements, key=_statement_sort_key):
+        # When its resource and condition are read
+        resources = _as_list(statement["Resource"])
+        condition = statement.get("Condition", {}).get("StringEquals", {})
+        # Then it never names every resource, and it only applies to secrets that name this
+        # function (by the ARN built from its fixed name) as their rotation function
+        assert "*" not in resources, f"{logical_id}: {statement}"
+        assert condition.get(ROTATION_LAMBDA_KEY) == {"Fn::Sub": FUNCTION_ARN_SUB}, (
+            f"{logical_id}: Secrets Manager access without the {ROTATION_LAMBDA_KEY} condition"
+        )
+        assert statement["Effect"] == "Allow"
+        assert set(_as_list(statement["Action"])) <= {
+            "secretsmanager:DescribeSecret",
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:PutSecretValue",
+            "secretsmanager:UpdateSecretVersionStage",
+        }
+
+
+def test_no_identity_policy_grants_wildcard_actions(template: dict[str, Any]) -> None:
+    # Given every identity-policy statement
+    for logical_id, statement in _identity_statements(template):
+        # When its actions are read
+        actions = [str(a) for a in _as_list(statement.get("Action", []))]
+        # Then none is a wildcard and NotAction (an implicit wildcard) is not used
+        assert "NotAction" not in statement, f"{logical_id}: {statement}"
+        wildcards = [a for a in actions if a == "*" or a.endswith(":*")]
+        assert not wildcards, f"{logical_id} grants {wildcards}"
+
+
+def test_kms_use_only_with_a_given_key_and_only_through_secrets_manager(
+    template: dict[str, Any],
+) -> None:
+    # Given the role's statements with and without KmsKeyArn
+    def kms_statements(**params: str) -> list[dict[str, Any]]:
+        role = deployment(template, **params).resources()["RotatorRole"]["Properties"]
+        return [
+            statement
+            for policy in role["Policies"]
+            for statement in _as_list(policy["PolicyDocument"]["Statement"])
+            if any(str(a).startswith("kms:") for a in _as_list(statement["Action"]))
+        ]
+
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    # When the stack is deployed without and with a key
+    without_key = kms_statements()
+    with_key = kms_statements(KmsKeyArn=key)
+    # Then KMS is granted only for the given key, and only via Secrets Manager in this region
+    assert without_key == []
+    assert with_key
+    for statement in with_key:
+        assert statement["Resource"] == {"Ref": "KmsKeyArn"}
+        assert statement["Condition"]["StringEquals"]["kms:ViaService"] == {
+            "Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"
+        }
+        assert "kms:Encrypt" not in statement["Action"]
+
+
+def test_logs_are_written_only_to_the_stack_log_group(template: dict[str, Any]) -> None:
+    # Given the log statements of the role and the log group
+    log_group = template["Resources"]["RotatorLogGroup"]["Properties"]
+    statements = [
+        s
+        for _, s in _identity_statements(template)
+        if any(str(a).startswith("logs:") for a in _as_list(s["Action"]))
+    ]
+    # When their targets are compared
+    # Then logs go to /aws/lambda/<function name> only, which the stack owns, so it can't create
+    # log groups elsewhere
+    assert log_group["LogGroupName"] == {"Fn::Sub": "/aws/lambda/" + FUNCTION_NAME_SUB}
+    assert statements
+    for statement in statements:
+        assert statement["Resource"] == {"Fn::GetAtt": ["RotatorLogGroup", "Arn"]}
+        assert "logs:CreateLogGroup" not in statement["Action"]
+
+
+def test_only_secrets_manager_in_this_account_may_invoke(template: dict[str, Any]) -> None:
+    # Given the Lambda permissions in the template
+    permissions = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Permission"
+    ]
+    # When their principals are read
+    # Then the one permission is for Secrets Manager, limited to this account
+    assert len(permissions) == 1
+    (permission,) = permissions
+    assert permission["Principal"] == "secretsmanager.amazonaws.com"
+    assert permission["SourceAccount"] == {"Ref": "AWS::AccountId"}
+    assert permission["FunctionName"] == {"Fn::GetAtt": [FUNCTION_ID, "Arn"]}
+    assert permission["Action"] == "lambda:InvokeFunction"
+
+
+# --- Conditional resources -------------------------------------------------------------------
+
+
+def test_defaults_deploy_without_vpc_secret_or_email(template: dict[str, Any]) -> None:
+    # Given every parameter at its default
+    stack = deployment(template)
+    # When CloudFormation resolves the conditions
+    resources = stack.resources()
+    function = resources[FUNCTION_ID]["Properties"]
+    role = resources["RotatorRole"]["Properties"]
+    # Then there is no VPC, managed secret or e-mail subscription; concurrency stays reserved
+    assert "VpcConfig" not in function
+    assert "ManagedPolicyArns" not in role
+    assert not {"ManagedSecret", "ManagedSecretRotation", "AlertEmailSubscription"} & set(resources)
+    assert "ManagedSecretArn" not in stack.outputs()
+    assert function["ReservedConcurrentExecutions"] == {"Ref": "MaxConcurrentRotations"}
+    assert stack.params["MaxConcurrentRotations"] == "10"
+
+
+@pytest.mark.parametrize(
+    ("subnets", "groups", "in_vpc"),
+    [
+        ("subnet-1,subnet-2", "sg-1", True),
+        ("subnet-1", "", False),
+        ("", "sg-1", False),
+    ],
+)
+def test_vpc_config_only_when_subnets_and_groups_are_given(
+    template: dict[str, Any], subnets: str, groups: str, in_vpc: bool
+) -> None:
+    # Given subnets and security groups, possibly only one of them
+    stack = deployment(template, SubnetIds=subnets, SecurityGroupIds=groups)
+    # When the function and role are resolved
+    resources = stack.resources()
+    function = resources[FUNCTION_ID]["Properties"]
+    role = resources["RotatorRole"]["Properties"]
+    # Then VPC placement and the ENI permissions come together, and only with both lists
+    assert ("VpcConfig" in function) is in_vpc
+    assert ("ManagedPolicyArns" in role) is in_vpc
+    if in_vpc:
+        assert function["VpcConfig"] == {
+            "SubnetIds": {"Ref": "SubnetIds"},
+            "SecurityGroupIds": {"Ref": "SecurityGroupIds"},
+        }
+        assert role["ManagedPolicyArns"] == [
+            {
+                "Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/"
+                "AWSLambdaVPCAccessExecutionRole"
+            }
+        ]
+
+
+def test_managed_secret_rotates_on_schedule_but_not_at_deploy(template: dict[str, Any]) -> None:
+    # Given a managed secret name
+    stack = deployment(template, ManagedSecretName="cekura/api-key")
+    # When the stack is resolved
+    resources = stack.resources()
+    schedule = resources["ManagedSecretRotation"]
+    secret = resources["ManagedSecret"]
+    # Then the secret and its schedule exist; the placeholder is not rotated at deploy time, the
+    # schedule waits for the invoke permission, and the secret survives stack deletion
+    assert schedule["Properties"]["RotateImmediatelyOnUpdate"] is False
+    assert schedule["Properties"]["RotationLambdaARN"] == {"Fn::GetAtt": [FUNCTION_ID, "Arn"]}
+    assert schedule["Properties"]["SecretId"] == {"Ref": "ManagedSecret"}
+    assert schedule["Properties"]["RotationRules"] == {
+        "ScheduleExpression": {"Ref": "RotationSchedule"},
+        "Duration": {"Ref": "RotationWindow"},
+    }
+    assert "SecretsManagerInvokePermission" in _as_list(schedule["DependsOn"])
+    assert secret["DeletionPolicy"] == "Retain"
+    assert "bootstrap replaces this" in secret["Properties"]["SecretString"]
+    assert "ManagedSecretArn" in stack.outputs()
+
+
+@pytest.mark.parametrize("value", ["0", ""])
+def test_zero_or_empty_concurrency_leaves_function_unreserved(
+    template: dict[str, Any], value: str
+) -> None:
+    # Given MaxConcurrentRotations switched off
+    stack = deployment(template, MaxConcurrentRotations=value)
+    # When the function is resolved
+    function = stack.resources()[FUNCTION_ID]["Properties"]
+    # Then no concurrency is reserved (CloudFormation would reject 0 as "stop the function")
+    assert "ReservedConcurrentExecutions" not in function
+
+
+def test_customer_key_replaces_the_stack_key_everywhere(template: dict[str, Any]) -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    # Given the stack with and without a customer managed key
+    default = deployment(template, ManagedSecretName="s").resources()
+    custom = deployment(template, ManagedSecretName="s", KmsKeyArn=key).resources()
+    # When the encrypted resources are compared
+    # Then without a key the stack creates its own (never aws/sns, which EventBridge and CloudWatch
+    # cannot publish through); with a key every encrypted resource uses it
+    assert "StackKey" in default
+    assert "StackKey" not in custom
+    stack_key = {"Fn::GetAtt": ["StackKey", "Arn"]}
+    assert default["AlertTopic"]["Properties"]["KmsMasterKeyId"] == stack_key
+    assert default["RotatorLogGroup"]["Properties"]["KmsKeyId"] == stack_key
+    assert "KmsKeyId" not in default["ManagedSecret"]["Properties"]
+    given = {"Ref": "KmsKeyArn"}
+    assert custom["AlertTopic"]["Properties"]["KmsMasterKeyId"] == given
+    assert custom["RotatorLogGroup"]["Properties"]["KmsKeyId"] == given
+    assert custom["ManagedSecret"]["Properties"]["KmsKeyId"] == given
+
+
+def test_alarm_email_subscribes_only_when_given(template: dict[str, Any]) -> None:
+    # Given an alarm e-mail address
+    with_email = deployment(template, AlarmEmail="ops@example.com").resources()
+    # When the subscriptions are resolved
+    subscription = with_email["AlertEmailSubscription"]["Properties"]
+    # Then the address is subscribed to the alert topic by e-mail
+    assert subscription == {
+        "TopicArn": {"Ref": "AlertTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+
+
+# --- Function and notifications --------------------------------------------------------------
+
+
+def test_function_runtime_and_environment(template: dict[str, Any]) -> None:
+    # Given the function definition
+    props = template["Resources"][FUNCTION_ID]["Properties"]
+    env = props["Environment"]["Variables"]
+    # When its runtime settings are read
+    # Then it runs the package's handler on Python 3.13/arm64 with the settings the code reads
+    assert props["Runtime"] == "python3.13"
+    assert props["Architectures"] == ["arm64"]
+    assert props["CodeUri"] == "lambda/"
+    assert props["Handler"] == "cekura_rotator.handler.lambda_handler"
+    assert isinstance(props["Timeout"], int)
+    assert isinstance(props["MemorySize"], int)
+    assert env["CEKURA_API_URL"] == {"Ref": "CekuraApiUrl"}
+    assert env["CEKURA_PROJECT_ID"] == {"Ref": "CekuraProjectId"}
+    assert env["REVOCATION_POLICY"] == {"Ref": "RevocationPolicy"}
+    assert env["POWERTOOLS_SERVICE_NAME"] == "cekura-rotator"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "CekuraRotator"
+    assert env["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+    assert template["Parameters"]["LogLevel"]["Default"] == "INFO"
+
+
+def test_parameter_defaults_are_safe(template: dict[str, Any]) -> None:
+    # Given the parameter declarations
+    params = template["Parameters"]
+    # When their defaults are checked against their own constraints
+    for name, spec in params.items():
+        default = str(spec.get("Default", ""))
+        if "AllowedPattern" in spec and spec["Type"] == "String":
+            assert re.fullmatch(spec["AllowedPattern"], default), name
+        if "AllowedValues" in spec:
+            assert default in [str(v) for v in spec["AllowedValues"]], name
+    # Then the defaults are the documented, conservative ones
+    assert params["CekuraApiUrl"]["Default"] == "https://api.cekura.ai"
+    assert not re.fullmatch(params["CekuraApiUrl"]["AllowedPattern"], "http://api.cekura.ai")
+    assert params["RevocationPolicy"]["Default"] == "grace"
+    assert params["RotationSchedule"]["Default"] == "rate(30 days)"
+    assert re.fullmatch(params["RotationSchedule"]["AllowedPattern"], "cron(0 4 ? * SUN *)")
+    assert params["LogRetentionDays"]["Default"] == 90
+
+
+def test_rotation_failures_reach_the_alert_topic(template: dict[str, Any]) -> None:
+    # Given the EventBridge rule, the errors alarm and the topic policy
+    resources = template["Resources"]
+    rule = resources["RotationFailedRule"]["Properties"]
+    alarm = resources["RotatorErrorsAlarm"]["Properties"]
+    policy = resources["AlertTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    # When their wiring is read
+    publishers = {
+        s["Principal"]["Service"]: s["Condition"]["ArnEquals"]["aws:SourceArn"]
+        for s in policy
+        if s["Effect"] == "Allow"
+    }
+    # Then failed rotations and function errors both publish to the topic, and the topic accepts
+    # exactly those two sources
+    assert rule["EventPattern"]["source"] == ["aws.secretsmanager"]
+    assert rule["EventPattern"]["detail-type"] == ["AWS Service Event via CloudTrail"]
+    assert rule["EventPattern"]["detail"]["eventName"] == ["RotationFailed"]
+    assert rule["Targets"][0]["Arn"] == {"Ref": "AlertTopic"}
+    assert alarm["MetricName"] == "Errors"
+    assert alarm["Namespace"] == "AWS/Lambda"
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": FUNCTION_ID}}]
+    assert (alarm["Threshold"], alarm["Period"]) == (1, 300)
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
+    assert publishers == {
+        "events.amazonaws.com": {"Fn::GetAtt": ["RotationFailedRule", "Arn"]},
+        "cloudwatch.amazonaws.com": {"Fn::GetAtt": ["RotatorErrorsAlarm", "Arn"]},
+    }
+
+
+def test_outputs_explain_attach_and_bootstrap(template: dict[str, Any]) -> None:
+    # Given the stack outputs
+    outputs = template["Outputs"]
+    attach = outputs["AttachRotationCommand"]["Value"]["Fn::Sub"]
+    bootstrap = outputs["BootstrapCommand"]["Value"]["Fn::Sub"]
+    # When the instructions are read
+    # Then they name this function and never rotate an un-bootstrapped secret on attach
+    assert attach.startswith("aws secretsmanager rotate-secret --secret-id ")
+    assert "--rotation-lambda-arn ${RotatorFunction.Arn}" in attach
+    assert "--rotation-rules" in attach
+    assert "--no-rotate-immediately" in attach
+    assert bootstrap.startswith("python -m cekura_rotator.cli bootstrap --secret-name ")
+    assert "--project-id" in bootstrap
+    assert "--function-arn ${RotatorFunction.Arn}" in bootstrap
+    assert {"RotatorFunctionArn", "RotatorRoleArn", "ManagedSecretArn"} <= set(outputs)
+
+
+def test_serverless_repo_files_exist(template: dict[str, Any]) -> None:
+    # Given the Serverless Application Repository metadata
+    app = template["Metadata"]["AWS::ServerlessRepo::Application"]
+    # When sam package/deploy uploads the files it names
+    # Then they exist, or the upload fails with InvalidLocalPathError
+    assert app["SpdxLicenseId"] == "Apache-2.0"
+    assert app["SemanticVersion"] == "0.1.0"
+    for key in ("LicenseUrl", "ReadmeUrl"):
+        assert (REPO_ROOT / app[key]).is_file(), f"{key}: {app[key]} missing at the repo root"
+
+
+# --- Sample events ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_sample_event_matches_secrets_manager_request(step: str) -> None:
+    # Given the sample event for one rotation step
+    path = REPO_ROOT / "infra" / "events" / f"{step}.json"
+    # When it is parsed
+    event = json.loads(path.read_text(encoding="utf-8"))
+    # Then it has exactly the fields Secrets Manager sends, with well-formed values
+    assert set(event) == {"Step", "SecretId", "ClientRequestToken", "RotationToken"}
+    assert event["Step"] == step
+    assert re.fullmatch(r"arn:aws:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+-\w{6}", event["SecretId"])
+    uuid.UUID(event["ClientRequestToken"])
+    uuid.UUID(event["RotationToken"])
+
+
+# --- Build -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("sam")
+def test_sam_build_packages_code_and_dependencies_only(sam_build: SamBuild) -> None:
+    # Given the function built by sam build from the top-level requirements.txt
+    root = sam_build.artifact_dir
+    files = [p for p in root.rglob("*") if p.is_file()]
+    # When its contents are listed
+    top_level = {p.name for p in root.iterdir()}
+    unzipped = sum(p.stat().st_size for p in files)
+    # Then the handler and its runtime dependencies are in, and no development leftovers
+    assert (root / "cekura_rotator" / "handler.py").is_file()
+    assert {"httpx", "aws_lambda_powertools", "tenacity"} <= top_level
+    assert not {"tests", ".venv", "venv", ".pytest_cache", ".mypy_cache"} & top_level
+    assert not [p for p in root.rglob("__pycache__")]
+    assert not [p for p in files if p.suffix == ".pyc"]
+    assert not list((root / "cekura_rotator").rglob("test_*.py"))
+    assert unzipped < LAMBDA_UNZIPPED_LIMIT
+    assert sam_build.template.is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("sam")
+def test_sam_build_fits_the_zip_upload_limit(sam_build: SamBuild, tmp_path: Path) -> None:
+    # Given the built function directory
+    archive = tmp_path / "function.zip"
+    # When it is zipped the way sam package does (deflate)
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(sam_build.artifact_dir.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(sam_build.artifact_dir))
+    # Then it is within Lambda's 50 MB direct-upload limit
+    assert archive.stat().st_size < 50 * 1024 * 1024
