@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -95,9 +96,16 @@ class World:
             **config,
         )
         cekura = CekuraClient(
-            base_url=self.fake.url, sleep=self.sleeps.append, retry_after_cap=settings.retry_after_cap
+            base_url=self.fake.url,
+            sleep=self.sleeps.append,
+            clock=self.clock,
+            retry_after_cap=settings.retry_after_cap,
         )
         return Rotator(config=settings, store=SecretsStore(self.sm), cekura=cekura)
+
+    def clock(self) -> float:
+        """Monotonic time in which the recorded (not slept) backoff has passed."""
+        return time.monotonic() + sum(self.sleeps)
 
     def start_rotation(self) -> str:
         """RotateSecret with a bridge that runs nothing: leaves the AWSPENDING stub, like AWS."""
@@ -128,15 +136,18 @@ class World:
             "SecretString"
         ]
 
+    def value_of(self, version_id: str) -> str | None:
+        try:
+            out = self.sm.get_secret_value(SecretId=self.arn, VersionId=version_id)
+        except self.sm.exceptions.ResourceNotFoundException:
+            return None
+        return out.get("SecretString")
+
     def snapshot(self) -> tuple[Any, ...]:
         """Everything a bad input must leave unchanged, at AWS and at Cekura."""
         versions = self.stages()
-        values = {
-            v: self.sm.get_secret_value(SecretId=self.arn, VersionId=v).get("SecretString")
-            for v in versions
-            if versions[v]
-        }
-        live = [(k.id, k.deleted) for k in self.fake.live_keys()]
+        values = {v: self.value_of(v) for v in versions if versions[v]}
+        live = [(k.id, k.deleted) for k in self.fake.all_keys()]
         return (versions, values, live)
 
 
@@ -167,4 +178,6 @@ def make_world(sm: SecretsManagerClient, fake: FakeCekura) -> Callable[..., Worl
 @pytest.fixture
 def world(make_world: Callable[..., World]) -> World:
     """The usual secret: JSON with the bootstrap key, its id, its project and an extra field."""
-    return make_world(lambda key, project, key_id: secret_json(key, project, key_id=key_id, team="qa"))
+    return make_world(
+        lambda key, project, key_id: secret_json(key, project, key_id=key_id, team="qa")
+    )

@@ -404,7 +404,7 @@ class FakeCekura:
         server = _Server(self._address, self)
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # stop() waits up to one poll
+            kwargs={"poll_interval": 0.01},  # stop() waits out one poll; tests stop often
             name=f"fake-cekura-{server.server_port}",
             daemon=True,
         )

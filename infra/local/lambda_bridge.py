@@ -76,7 +76,9 @@ class LambdaBridge:
 
         bridge = self
 
-        def invoke(backend: Any, function_name: str, qualifier: Any, body: Any, *_: Any, **__: Any) -> bytes:
+        def invoke(
+            backend: Any, function_name: str, qualifier: Any, body: Any, *_: Any, **__: Any
+        ) -> bytes:
             return bridge.deliver(backend, json.loads(body))
 
         with mock.patch.object(LambdaSimpleBackend, "invoke", invoke):
@@ -93,7 +95,7 @@ class LambdaBridge:
         started = time.perf_counter()
         try:
             self.handler(event, FakeLambdaContext(timeout_seconds=self.timeout_seconds))
-        except Exception as e:  # noqa: BLE001  # recorded like AWS records a failed step
+        except Exception as e:  # recorded like AWS records a failed step
             self._failed_tokens.add(token)
             self._record(event, f"{type(e).__name__}: {e}", time.perf_counter() - started)
             return b"null"

@@ -7,8 +7,10 @@ it would talk to Secrets Manager.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105  # moto's conventional dummy
+    "AWS_SECRET_ACCESS_KEY": "testing",  # moto's conventional dummy
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,
 }
@@ -43,18 +45,16 @@ def create_function(endpoint_url: str | None = None) -> str:
         kwargs["endpoint_url"] = endpoint_url
     iam = boto3.client("iam", **kwargs)
     role_name = f"{FUNCTION_NAME}-role"
-    try:
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_role(
             RoleName=role_name,
             AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         )
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
     code = io.BytesIO()
     with zipfile.ZipFile(code, "w") as archive:
         archive.writestr("cekura_rotator/handler.py", "# moto never runs this\n")
     lam = boto3.client("lambda", **kwargs)
-    try:
+    with contextlib.suppress(lam.exceptions.ResourceConflictException):
         lam.create_function(
             FunctionName=FUNCTION_NAME,
             Runtime="python3.13",
@@ -62,8 +62,6 @@ def create_function(endpoint_url: str | None = None) -> str:
             Handler="cekura_rotator.handler.lambda_handler",
             Code={"ZipFile": code.getvalue()},
         )
-    except lam.exceptions.ResourceConflictException:
-        pass
     return FUNCTION_ARN
 
 
@@ -151,6 +149,8 @@ def local_stack(
 
     from cekura_rotator import handler
 
+    # werkzeug logs every request moto server answers: noise in tests, the demo and benchmarks.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -160,6 +160,8 @@ def local_stack(
     stack = LocalStack(moto_url=moto_url, fake=fake, bridge=bridge)
     try:
         with patched_environ({**stack.handler_env(), **(env or {})}), bridge.patched():
+            # moto server shares this process's backends: start from a clean account.
+            httpx.post(f"{moto_url}/moto-api/reset")
             httpx.post(f"{moto_url}/moto-api/config", json={"lambda": {"use_docker": False}})
             handler.rotator.cache_clear()
             create_function(moto_url)

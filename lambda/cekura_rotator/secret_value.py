@@ -64,7 +64,8 @@ class SecretValue:
             raise SecretFormatError(f"the SecretString is larger than {MAX_SECRET_BYTES} bytes")
         document = _load_json(raw)
         if document is _NOT_JSON or not isinstance(document, dict | list):
-            return cls(api_key=_check_key(raw.strip(), where="the plain-string secret"), plain=True)
+            key = _check_key(raw.strip(), where="the plain-string secret")
+            return cls(api_key=key, project_id=default_project_id, plain=True)
         if isinstance(document, list):
             raise SecretFormatError("the SecretString is a JSON array; a JSON object is required")
         return cls._from_object(document, default_project_id=default_project_id)

@@ -11,133 +11,15 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped, unused-ignore]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 SAMCONFIG_PATH = REPO_ROOT / "infra" / "samconfig.toml"
 FUNCTION_ID = "RotatorFunction"
-NO_VALUE = {"Ref": "AWS::NoValue"}
-
-
-class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]
-    """SafeLoader that turns CloudFormation short-form tags into their JSON long form."""
-
-
-def _construct_intrinsic(loader: Any, tag_suffix: str, node: Any) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_intrinsic)
-
-
-def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506
-    assert isinstance(loaded, dict), f"{path} is not a YAML mapping"
-    return loaded
-
-
-@pytest.fixture(scope="session")
-def template() -> dict[str, Any]:
-    return load_template()
-
-
-def _evaluate(expr: Any, conditions: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
-    """Evaluates the intrinsic functions CloudFormation allows inside Conditions."""
-    if isinstance(expr, str):
-        return expr
-    if isinstance(expr, dict) and len(expr) == 1:
-        ((fn, args),) = expr.items()
-        if fn == "Ref":
-            return params[args]
-        if fn == "Condition":
-            return _evaluate(conditions[args], conditions, params)
-        if fn == "Fn::Equals":
-            left, right = (_evaluate(arg, conditions, params) for arg in args)
-            return left == right
-        if fn == "Fn::Not":
-            return not _evaluate(args[0], conditions, params)
-        if fn == "Fn::And":
-            return all(_evaluate(arg, conditions, params) for arg in args)
-        if fn == "Fn::Or":
-            return any(_evaluate(arg, conditions, params) for arg in args)
-        if fn == "Fn::Join":
-            separator, items = args
-            values = _evaluate(items, conditions, params)
-            return separator.join(str(_evaluate(v, conditions, params)) for v in values)
-    if isinstance(expr, list):
-        return [_evaluate(item, conditions, params) for item in expr]
-    raise AssertionError(f"condition evaluator does not understand {expr!r}")
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """The template as CloudFormation would see it for one set of parameter values."""
-
-    template: dict[str, Any]
-    params: dict[str, Any]
-
-    def condition(self, name: str) -> bool:
-        conditions = self.template["Conditions"]
-        return bool(_evaluate(conditions[name], conditions, self.params))
-
-    def resolve(self, value: Any) -> Any:
-        """Picks the Fn::If branch each condition selects and drops AWS::NoValue."""
-        if isinstance(value, dict):
-            if set(value) == {"Fn::If"}:
-                name, when_true, when_false = value["Fn::If"]
-                return self.resolve(when_true if self.condition(name) else when_false)
-            out = {}
-            for key, item in value.items():
-                resolved = self.resolve(item)
-                if resolved != NO_VALUE:
-                    out[key] = resolved
-            return out
-        if isinstance(value, list):
-            return [r for r in (self.resolve(item) for item in value) if r != NO_VALUE]
-        return value
-
-    def resources(self) -> dict[str, dict[str, Any]]:
-        return {
-            logical_id: self.resolve(resource)
-            for logical_id, resource in self.template["Resources"].items()
-            if "Condition" not in resource or self.condition(resource["Condition"])
-        }
-
-    def outputs(self) -> dict[str, dict[str, Any]]:
-        return {
-            name: output
-            for name, output in self.template["Outputs"].items()
-            if "Condition" not in output or self.condition(output["Condition"])
-        }
-
-
-def deployment(template: dict[str, Any], **overrides: str) -> Deployment:
-    params: dict[str, Any] = {}
-    for name, spec in template["Parameters"].items():
-        raw = str(overrides.pop(name, spec.get("Default", "")))
-        params[name] = raw.split(",") if spec["Type"] == "CommaDelimitedList" else raw
-    assert not overrides, f"unknown parameters: {sorted(overrides)}"
-    return Deployment(template=template, params=params)
 
 
 @dataclass(frozen=True)

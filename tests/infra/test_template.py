@@ -6,22 +6,21 @@ import json
 import re
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from tests.infra.conftest import (
-    FUNCTION_ID,
-    NO_VALUE,
-    REPO_ROOT,
-    TEMPLATE_PATH,
-    SamBuild,
-    Tools,
-    deployment,
-)
+if TYPE_CHECKING:
+    from tests.infra.conftest import SamBuild, Tools
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+FUNCTION_ID = "RotatorFunction"
+NO_VALUE = {"Ref": "AWS::NoValue"}
 FUNCTION_NAME_SUB = "${AWS::StackName}-rotator"
 FUNCTION_ARN_SUB = (
     "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:" + FUNCTION_NAME_SUB
@@ -31,6 +30,127 @@ ROTATION_LAMBDA_KEY = "secretsmanager:resource/AllowRotationLambdaArn"
 EXPECTED_CHECKOV_SKIPS = {("RotatorFunction", "CKV_AWS_116"), ("RotatorFunction", "CKV_AWS_173")}
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+
+
+# --- Reading the template -------------------------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]
+    """SafeLoader that turns CloudFormation short-form tags into their JSON long form."""
+
+
+def _construct_intrinsic(loader: Any, tag_suffix: str, node: Any) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "Condition":
+        return {"Condition": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{tag_suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_intrinsic)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506
+    assert isinstance(loaded, dict), f"{path} is not a YAML mapping"
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+Evaluate = Callable[[Any], Any]
+
+# The intrinsic functions CloudFormation allows inside Conditions, given an evaluator for their
+# arguments and the stack's parameters and conditions.
+_CONDITION_FUNCTIONS: dict[
+    str, Callable[[Any, Evaluate, Mapping[str, Any], Mapping[str, Any]], Any]
+] = {
+    "Ref": lambda args, ev, params, conds: params[args],
+    "Condition": lambda args, ev, params, conds: ev(conds[args]),
+    "Fn::Equals": lambda args, ev, params, conds: ev(args[0]) == ev(args[1]),
+    "Fn::Not": lambda args, ev, params, conds: not ev(args[0]),
+    "Fn::And": lambda args, ev, params, conds: all(ev(arg) for arg in args),
+    "Fn::Or": lambda args, ev, params, conds: any(ev(arg) for arg in args),
+    "Fn::Join": lambda args, ev, params, conds: args[0].join(str(v) for v in ev(args[1])),
+}
+
+
+def _evaluate(expr: Any, conditions: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
+    def ev(sub: Any) -> Any:
+        return _evaluate(sub, conditions, params)
+
+    if isinstance(expr, str):
+        return expr
+    if isinstance(expr, list):
+        return [ev(item) for item in expr]
+    if isinstance(expr, dict) and len(expr) == 1:
+        ((fn, args),) = expr.items()
+        if fn in _CONDITION_FUNCTIONS:
+            return _CONDITION_FUNCTIONS[fn](args, ev, params, conditions)
+    raise AssertionError(f"condition evaluator does not understand {expr!r}")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The template as CloudFormation would see it for one set of parameter values."""
+
+    template: dict[str, Any]
+    params: dict[str, Any]
+
+    def condition(self, name: str) -> bool:
+        conditions = self.template["Conditions"]
+        return bool(_evaluate(conditions[name], conditions, self.params))
+
+    def resolve(self, value: Any) -> Any:
+        """Picks the Fn::If branch each condition selects and drops AWS::NoValue."""
+        if isinstance(value, dict):
+            if set(value) == {"Fn::If"}:
+                name, when_true, when_false = value["Fn::If"]
+                return self.resolve(when_true if self.condition(name) else when_false)
+            out = {}
+            for key, item in value.items():
+                resolved = self.resolve(item)
+                if resolved != NO_VALUE:
+                    out[key] = resolved
+            return out
+        if isinstance(value, list):
+            return [r for r in (self.resolve(item) for item in value) if r != NO_VALUE]
+        return value
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return {
+            logical_id: self.resolve(resource)
+            for logical_id, resource in self.template["Resources"].items()
+            if "Condition" not in resource or self.condition(resource["Condition"])
+        }
+
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: output
+            for name, output in self.template["Outputs"].items()
+            if "Condition" not in output or self.condition(output["Condition"])
+        }
+
+
+def deployment(template: dict[str, Any], **overrides: str) -> Deployment:
+    params: dict[str, Any] = {}
+    for name, spec in template["Parameters"].items():
+        raw = str(overrides.pop(name, spec.get("Default", "")))
+        params[name] = raw.split(",") if spec["Type"] == "CommaDelimitedList" else raw
+    assert not overrides, f"unknown parameters: {sorted(overrides)}"
+    return Deployment(template=template, params=params)
 
 
 def _alternatives(node: Any) -> Iterator[Any]:
@@ -466,7 +586,9 @@ def test_sample_event_matches_secrets_manager_request(step: str) -> None:
     # Then it has exactly the fields Secrets Manager sends, with well-formed values
     assert set(event) == {"Step", "SecretId", "ClientRequestToken", "RotationToken"}
     assert event["Step"] == step
-    assert re.fullmatch(r"arn:aws:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+-\w{6}", event["SecretId"])
+    assert re.fullmatch(
+        r"arn:aws:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+-\w{6}", event["SecretId"]
+    )
     uuid.UUID(event["ClientRequestToken"])
     uuid.UUID(event["RotationToken"])
 
