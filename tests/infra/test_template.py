@@ -598,15 +598,23 @@ def test_sample_event_matches_secrets_manager_request(step: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("sam")
-def test_sam_build_packages_code_and_dependencies_only(sam_build: SamBuild) -> None:
+def test_sam_build_packages_code_and_dependencies_only(
+    sam_build: SamBuild, template: dict[str, Any]
+) -> None:
     # Given the function built by sam build from the top-level requirements.txt
     root = sam_build.artifact_dir
     files = [p for p in root.rglob("*") if p.is_file()]
     # When its contents are listed
     top_level = {p.name for p in root.iterdir()}
     unzipped = sum(p.stat().st_size for p in files)
-    # Then the handler and its runtime dependencies are in, and no development leftovers
-    assert (root / "cekura_rotator" / "handler.py").is_file()
+    module, _, function = template["Resources"][FUNCTION_ID]["Properties"]["Handler"].rpartition(
+        "."
+    )
+    handler_file = root.joinpath(*module.split(".")).with_suffix(".py")
+    # Then the handler the template names and its runtime dependencies are in, and no development
+    # leftovers
+    assert handler_file.is_file(), f"{handler_file.relative_to(root)} not in the package"
+    assert f"def {function}(" in handler_file.read_text(encoding="utf-8")
     assert {"httpx", "aws_lambda_powertools", "tenacity"} <= top_level
     assert not {"tests", ".venv", "venv", ".pytest_cache", ".mypy_cache"} & top_level
     assert not [p for p in root.rglob("__pycache__")]
