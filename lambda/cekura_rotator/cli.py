@@ -522,6 +522,9 @@ def _status_text(status: _Status) -> Iterator[str]:
     yield ""
     awaiting = [k for k in status.held if k.live is not False]
     revoked = [k for k in status.held if k.live is False]
+    if not status.held:
+        yield "Keys awaiting manual revocation: none"
+        return
     yield f"Keys awaiting manual revocation ({status.confirmation})"
     if not awaiting:
         yield "  none"
@@ -993,14 +996,14 @@ def _validate_new_key(key: str, project_id: int, cekura_url: str, run: _Run) -> 
     cekura = CekuraClient(base_url=cekura_url)
     nothing = "nothing was created"
     try:
-        cekura.validate(key, project_id=args.project_id)
+        cekura.validate(key, project_id=project_id)
     except CekuraAuthError as e:
         raise CliError(
             f"Cekura does not accept the key: {e.message}; {nothing}", EXIT_USAGE
         ) from None
     except CekuraForbiddenError as e:
         raise CliError(
-            f"the key does not belong to project {args.project_id}: {e.message}; {nothing}",
+            f"the key does not belong to project {project_id}: {e.message}; {nothing}",
             EXIT_USAGE,
         ) from None
     except (CekuraRequestError, CekuraNotFoundError) as e:
@@ -1013,7 +1016,7 @@ def _validate_new_key(key: str, project_id: int, cekura_url: str, run: _Run) -> 
         ) from None
     finally:
         cekura.close()
-    run.console.out(f"Cekura accepts the key ({fingerprint(key)}) for project {args.project_id}.")
+    run.console.out(f"Cekura accepts the key ({fingerprint(key)}) for project {project_id}.")
 
 
 def _updated_value(

@@ -30,7 +30,8 @@ for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
     lambda_handler({"Step": step, "SecretId": sys.argv[1], "ClientRequestToken": sys.argv[2]},
                    Context())
 import httpx, boto3, cekura_rotator
-print(json.dumps({"httpx": httpx.__file__, "boto3": boto3.__file__, "pkg": cekura_rotator.__file__}))
+origins = {"httpx": httpx.__file__, "boto3": boto3.__file__, "pkg": cekura_rotator.__file__}
+print(json.dumps(origins))
 """
 
 CONTEXT = """
