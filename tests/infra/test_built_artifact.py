@@ -76,11 +76,10 @@ def test_built_handler_rotates_a_secret_in_a_separate_interpreter(
             Name="artifact", SecretString=secret_json(issued.key, project, key_id=issued.id)
         )["ARN"]
         create_function(moto_url)
-        rules = {"AutomaticallyAfterDays": 30}
         sm.rotate_secret(
             SecretId=arn,
             RotationLambdaARN=FUNCTION_ARN,
-            RotationRules=rules,
+            RotationRules={"AutomaticallyAfterDays": 30},
             RotateImmediately=False,
         )
         drop_stale_pending(sm, arn)
