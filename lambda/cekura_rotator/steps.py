@@ -226,7 +226,14 @@ class Rotator:
     def _test(self, ctx: _Context) -> str:
         if ctx.already_current:
             return "already current"
-        pending = self._token_value(ctx)
+        raw = self._store.read(ctx.arn, stage=PENDING, version_id=ctx.token)
+        if raw is None:
+            # RotateSecret with RotateImmediately=False tests the configuration: there is no new
+            # key yet, so prove that the current key works.
+            logger.info("No pending value: testing the current key (configuration check)")
+            pending = self._read(ctx.arn, stage=CURRENT)
+        else:
+            pending = self._parse(raw)
         project = pending.require_project()
         wait = self._config.validate_max_wait
         try:
@@ -277,6 +284,9 @@ class Rotator:
         if raw is None:
             where = f"version {version_id}" if version_id else "the secret"
             raise RotationStateError(f"{where} has no {stage} value")
+        return self._parse(raw)
+
+    def _parse(self, raw: str | bytes) -> SecretValue:
         value = SecretValue.parse(raw, default_project_id=self._config.default_project_id)
         redactor.watch(value.api_key)
         return value

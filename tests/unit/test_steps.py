@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -341,3 +342,18 @@ def test_secret_of_another_function_is_refused(world: World) -> None:
     with pytest.raises(RotationStateError, match="not by this function"):
         rotator.run(request, function_arn=other)
     assert world.snapshot() == before
+
+
+def test_testsecret_without_a_pending_value_checks_the_current_key(world: World) -> None:
+    # Given a rotation whose pending version holds no value yet (a configuration check)
+    token = world.start_rotation()
+    # When testSecret runs, Then it validates the current key and passes
+    assert "works for project" in world.step(world.rotator(), Step.TEST, token)
+    # And when the current key has been revoked, it fails clearly
+    world.fake.mode = "permissive"
+    httpx.delete(
+        f"{world.fake.url}/user/api/v1/user-api-key/{world.bootstrap_id}/",
+        headers={"X-CEKURA-API-KEY": world.bootstrap_key},
+    )
+    with pytest.raises(KeyValidationError, match="401"):
+        world.step(world.rotator(validate_max_wait=1.0), Step.TEST, token)
