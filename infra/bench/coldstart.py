@@ -60,7 +60,7 @@ class ProbeRun:
 
     mode: str
     wall_s: float
-    maxrss_bytes: int
+    peak_rss_bytes: int
     result: dict[str, Any]
     stderr: str
 
@@ -151,8 +151,12 @@ def run_probe(
         result = json.loads(result_path.read_text())
     if not stand.is_current(arn, token):
         raise BenchError(f"probe {mode} ({scenario.key}) returned but did not rotate the secret")
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return ProbeRun(mode, wall, usage.ru_maxrss * scale, result, errors)
+    peak = int(result["peak_rss_kb"]) * 1024
+    if peak < 0:
+        # No /proc: fall back to ru_maxrss (bytes on macOS, KiB elsewhere), which may include
+        # the bench process the child was forked from, so it can only overstate.
+        peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return ProbeRun(mode, wall, peak, result, errors)
 
 
 def measure(stand: Stand, scenario: Scenario, repeats: int) -> dict[str, Any]:
@@ -171,7 +175,7 @@ def measure(stand: Stand, scenario: Scenario, repeats: int) -> dict[str, Any]:
             "total_s": statistics.median(r.total_s for r in samples),
             "total": summary([r.total_s for r in samples]),
             "process_wall_s": statistics.median(r.wall_s for r in samples),
-            "maxrss_bytes": max(r.maxrss_bytes for r in samples),
+            "peak_rss_bytes": max(r.peak_rss_bytes for r in samples),
             "steps_s": {
                 step: statistics.median(float(r.result["steps_s"][step]) for r in samples)
                 for step in samples[0].result["steps_s"]

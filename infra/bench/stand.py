@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -79,16 +80,22 @@ class Stand:
                 tokens.append(token)
         return tokens
 
-    def rotate(self, arn: str, handler: Handler) -> LambdaBridge:
-        """One full rotation through moto's RotateSecret, the four steps run by `handler`."""
+    def rotate(self, arn: str, handler: Handler) -> tuple[LambdaBridge, float]:
+        """One full rotation through moto's RotateSecret, its four steps run by `handler`.
+        Returns the bridge (per-step records) and the RotateSecret round trip in seconds."""
         bridge = LambdaBridge(handler=handler)
+        token = str(uuid.uuid4())
         with bridge.patched():
+            started = time.perf_counter()
             self.driver.rotate_secret(
-                SecretId=arn, ClientRequestToken=str(uuid.uuid4()), RotationLambdaARN=FUNCTION_ARN
+                SecretId=arn, ClientRequestToken=token, RotationLambdaARN=FUNCTION_ARN
             )
+            seconds = time.perf_counter() - started
         if bridge.failures():
             raise BenchError(f"a rotation failed: {bridge.failures()[0].error}")
-        return bridge
+        if len(bridge.invocations) != 4:
+            raise BenchError(f"RotateSecret ran {len(bridge.invocations)} steps, not 4")
+        return bridge, seconds
 
     def is_current(self, arn: str, token: str) -> bool:
         stages = self.driver.describe_secret(SecretId=arn)["VersionIdsToStages"]

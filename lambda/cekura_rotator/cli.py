@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO, cast
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from cekura_rotator import __version__
 from cekura_rotator.cekura import CekuraClient, KeyInfo
@@ -52,6 +52,7 @@ from cekura_rotator.secrets_store import (
     PREVIOUS,
     SecretDescription,
     SecretsStore,
+    aws_call,
 )
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class _Aws:
     @property
     def session(self) -> boto3.session.Session:
         if self._session is None:
-            self._session = _aws_call(
+            self._session = aws_call(
                 "session", lambda: boto3.session.Session(region_name=self.region)
             )
         return self._session
@@ -167,7 +168,7 @@ class _Aws:
                 read_timeout=30,
                 user_agent_extra=f"cekura-rotator-cli/{__version__}",
             )
-            self._sm = _aws_call(
+            self._sm = aws_call(
                 "client",
                 lambda: self.session.client(
                     "secretsmanager", endpoint_url=self.endpoint_url, config=config
@@ -186,35 +187,6 @@ class _Aws:
             config=BotoConfig(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}),
         )
         return cast(_LogsClient, client)
-
-
-def _aws_call(operation: str, method: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call Secrets Manager (or build a client), turning failures into SecretsStoreError."""
-    try:
-        return method(**kwargs)
-    except ClientError as e:
-        error = e.response.get("Error", {})
-        code = str(error.get("Code", "Unknown"))
-        # AWS messages name ids and labels, never values.
-        message = str(error.get("Message", "")).strip()[:300]
-        raise SecretsStoreError(
-            f"Secrets Manager {operation} failed: {code}: {message}",
-            code=code,
-            operation=operation,
-        ) from None
-    except ParamValidationError:
-        # Its text can quote parameter values, and SecretString is one of them.
-        raise SecretsStoreError(
-            f"Secrets Manager {operation} was given an invalid parameter",
-            code="ParamValidationError",
-            operation=operation,
-        ) from None
-    except BotoCoreError as e:
-        raise SecretsStoreError(
-            f"Secrets Manager {operation} failed: {type(e).__name__}: {e}",
-            code=type(e).__name__,
-            operation=operation,
-        ) from None
 
 
 def _aws_exit_code(code: str, command: str) -> int:
@@ -339,7 +311,7 @@ def _list_versions(
     found: list[tuple[str, tuple[str, ...], datetime | None]] = []
     kwargs: dict[str, Any] = {"SecretId": arn, "IncludeDeprecated": True, "MaxResults": 100}
     while True:
-        page = _aws_call("ListSecretVersionIds", client.list_secret_version_ids, **kwargs)
+        page = aws_call("ListSecretVersionIds", client.list_secret_version_ids, **kwargs)
         for item in page.get("Versions", []):
             found.append(
                 (
@@ -435,7 +407,7 @@ def _status(args: argparse.Namespace, run: _Run) -> int:
     cekura_url = _cekura_url(args, run.env)
     store = run.aws.store()
     secret = store.describe(args.secret_id)
-    raw = _aws_call("DescribeSecret", run.aws.secretsmanager().describe_secret, SecretId=secret.arn)
+    raw = aws_call("DescribeSecret", run.aws.secretsmanager().describe_secret, SecretId=secret.arn)
     versions: list[_Version] = []
     for version_id, labels, created in _list_versions(run.aws.secretsmanager(), secret.arn):
         value, problem = _read_version(store, secret.arn, version_id, run.console)
@@ -667,13 +639,16 @@ def _rotate(args: argparse.Namespace, run: _Run) -> int:
     started = run.now()
     # moto forgets the rotation function when RotateSecret omits it; AWS keeps it either way,
     # so naming the one already attached changes nothing there.
-    answer = _aws_call(
+    # The token is chosen here because moto answers a RotateSecret that does not rotate
+    # immediately with the AWSCURRENT version id instead of the new one.
+    token = str(uuid.uuid4())
+    aws_call(
         "RotateSecret",
         run.aws.secretsmanager().rotate_secret,
         SecretId=secret.arn,
+        ClientRequestToken=token,
         RotationLambdaARN=function_arn,
     )
-    token = str(answer["VersionId"])
     run.console.out(
         f"Rotation of {secret.name} started: new version {token} (AWSCURRENT is {before})."
     )
@@ -769,14 +744,15 @@ def _check(args: argparse.Namespace, run: _Run) -> int:
     secret = store.describe(args.secret_id)
     function_arn = _require_rotation(secret)
     started = run.now()
-    answer = _aws_call(
+    token = str(uuid.uuid4())  # chosen here for the reason given in _rotate
+    aws_call(
         "RotateSecret",
         run.aws.secretsmanager().rotate_secret,
         SecretId=secret.arn,
+        ClientRequestToken=token,
         RotationLambdaARN=function_arn,
         RotateImmediately=False,
     )
-    token = str(answer["VersionId"])
     run.console.out(
         f"Secrets Manager accepted the rotation configuration of {secret.name} and is running "
         f"testSecret (version {token}, function {function_arn})."
@@ -887,13 +863,13 @@ def _bootstrap(args: argparse.Namespace, run: _Run) -> int:
         }
         if args.kms_key_id:
             kwargs["KmsKeyId"] = args.kms_key_id
-        created = _aws_call("CreateSecret", client.create_secret, **kwargs)
+        created = aws_call("CreateSecret", client.create_secret, **kwargs)
         arn, version = str(created["ARN"]), str(created["VersionId"])
         run.console.out(f"Created secret {args.secret_name} ({arn}), version {version}.")
     else:
         arn = existing.arn
         value = _updated_value(store, existing, fresh, run.console)
-        put = _aws_call(
+        put = aws_call(
             "PutSecretValue",
             client.put_secret_value,
             SecretId=arn,
@@ -902,11 +878,13 @@ def _bootstrap(args: argparse.Namespace, run: _Run) -> int:
         )
         run.console.out(f"Stored the key as version {put['VersionId']} (AWSCURRENT) of {arn}.")
 
+    test_token = str(uuid.uuid4())  # chosen here for the reason given in _rotate
     try:
-        attached = _aws_call(
+        aws_call(
             "RotateSecret",
             client.rotate_secret,
             SecretId=arn,
+            ClientRequestToken=test_token,
             RotationLambdaARN=args.function_arn,
             RotationRules=rules,
             RotateImmediately=False,
@@ -919,7 +897,7 @@ def _bootstrap(args: argparse.Namespace, run: _Run) -> int:
         ) from None
     run.console.out(
         f"Attached rotation: function {args.function_arn}, schedule {_schedule_text(rules)}. "
-        f"Secrets Manager is testing it (testSecret, version {attached['VersionId']})."
+        f"Secrets Manager is testing it (testSecret, version {test_token})."
     )
     run.console.out(
         f"Next: {PROG} status --secret-id {arn}  (to rotate now: rotate --secret-id {arn} --wait)"

@@ -52,7 +52,7 @@ class SecretsStore:
 
     def describe(self, secret_id: str) -> SecretDescription:
         """DescribeSecret, reduced."""
-        out = self._call("DescribeSecret", self._client.describe_secret, SecretId=secret_id)
+        out = aws_call("DescribeSecret", self._client.describe_secret, SecretId=secret_id)
         return SecretDescription(
             arn=out["ARN"],
             name=out["Name"],
@@ -75,7 +75,7 @@ class SecretsStore:
         if version_id is not None:
             kwargs["VersionId"] = version_id
         try:
-            out = self._call("GetSecretValue", self._client.get_secret_value, **kwargs)
+            out = aws_call("GetSecretValue", self._client.get_secret_value, **kwargs)
         except SecretsStoreError as e:
             if e.code == "ResourceNotFoundException":
                 return None
@@ -97,7 +97,7 @@ class SecretsStore:
         }
         if rotation_token:
             kwargs["RotationToken"] = rotation_token
-        self._call("PutSecretValue", self._client.put_secret_value, **kwargs)
+        aws_call("PutSecretValue", self._client.put_secret_value, **kwargs)
 
     def move_stage(
         self, secret_id: str, *, stage: str, to_version: str | None, from_version: str | None
@@ -108,32 +108,33 @@ class SecretsStore:
             kwargs["MoveToVersionId"] = to_version
         if from_version is not None:
             kwargs["RemoveFromVersionId"] = from_version
-        self._call("UpdateSecretVersionStage", self._client.update_secret_version_stage, **kwargs)
+        aws_call("UpdateSecretVersionStage", self._client.update_secret_version_stage, **kwargs)
 
-    @staticmethod
-    def _call(operation: str, method: Any, **kwargs: Any) -> Any:
-        try:
-            return method(**kwargs)
-        except ClientError as e:
-            error = e.response.get("Error", {})
-            code = str(error.get("Code", "Unknown"))
-            # AWS messages name ids and labels, never values; kept for the operator.
-            message = str(error.get("Message", "")).strip()[:300]
-            raise SecretsStoreError(
-                f"Secrets Manager {operation} failed: {code}: {message}",
-                code=code,
-                operation=operation,
-            ) from e
-        except ParamValidationError:
-            # Its text can quote parameter values, and SecretString is one of them.
-            raise SecretsStoreError(
-                f"Secrets Manager {operation} was given an invalid parameter",
-                code="ParamValidationError",
-                operation=operation,
-            ) from None
-        except BotoCoreError as e:
-            raise SecretsStoreError(
-                f"Secrets Manager {operation} failed: {type(e).__name__}: {e}",
-                code=type(e).__name__,
-                operation=operation,
-            ) from e
+
+def aws_call(operation: str, method: Any, **kwargs: Any) -> Any:
+    """Call an AWS client method, turning every failure into SecretsStoreError."""
+    try:
+        return method(**kwargs)
+    except ClientError as e:
+        error = e.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        # AWS messages name ids and labels, never values; kept for the operator.
+        message = str(error.get("Message", "")).strip()[:300]
+        raise SecretsStoreError(
+            f"Secrets Manager {operation} failed: {code}: {message}",
+            code=code,
+            operation=operation,
+        ) from e
+    except ParamValidationError:
+        # Its text can quote parameter values, and SecretString is one of them.
+        raise SecretsStoreError(
+            f"Secrets Manager {operation} was given an invalid parameter",
+            code="ParamValidationError",
+            operation=operation,
+        ) from None
+    except BotoCoreError as e:
+        raise SecretsStoreError(
+            f"Secrets Manager {operation} failed: {type(e).__name__}: {e}",
+            code=type(e).__name__,
+            operation=operation,
+        ) from e

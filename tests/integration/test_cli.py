@@ -1,0 +1,743 @@
+"""The operator CLI, driven against moto server and the fake Cekura over HTTP.
+
+RotateSecret reaches the real handler through the bridge, so every rotation, check and
+bootstrap below runs the real rotation steps. One stack serves the whole module: starting moto
+server costs about a second, and each test works on its own secret and Cekura project.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import httpx
+import pytest
+
+from cekura_rotator import handler
+from cekura_rotator.cli import main
+from cekura_rotator.observability import logger
+from cekura_rotator.secret_value import fingerprint
+from infra.local.fake_cekura import KEY_PREFIX, Fault, IssuedKey
+from infra.local.stack import (
+    FUNCTION_ARN,
+    LocalStack,
+    enable_rotation,
+    local_stack,
+    secret_json,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOG_GROUP = "/aws/lambda/cekura-rotator"
+FAST = ["--poll-interval", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def _shared_stack() -> Iterator[LocalStack]:
+    with local_stack(mode="spec") as stack:
+        yield stack
+
+
+@pytest.fixture
+def stack(_shared_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
+    # The autouse fixture in conftest clears the endpoint variables before every test; the
+    # in-process handler needs them back to reach moto server rather than AWS.
+    for name, value in _shared_stack.handler_env(CEKURA_VALIDATE_MAX_WAIT="0.2").items():
+        monkeypatch.setenv(name, value)
+    handler.rotator.cache_clear()
+    yield _shared_stack
+    _shared_stack.fake.clear_faults()
+    _shared_stack.fake.mode = "spec"
+    handler.rotator.cache_clear()
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+def cli(stack: LocalStack, *argv: str, stdin: str = "") -> Result:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["--endpoint-url", stack.moto_url, *argv],
+        stdin=io.StringIO(stdin),
+        stdout=out,
+        stderr=err,
+    )
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@dataclass(frozen=True)
+class Seeded:
+    arn: str
+    name: str
+    project: int
+    key: IssuedKey
+
+
+def seed(stack: LocalStack) -> Seeded:
+    """A secret in the documented format, rotation attached, as bootstrap leaves it on AWS."""
+    project = stack.fake.create_project(f"p-{uuid.uuid4().hex[:6]}", organization="Acme")
+    issued = stack.fake.issue_key(project, name="bootstrap")
+    name = f"cekura/{uuid.uuid4().hex[:8]}"
+    client = stack.client()
+    value = secret_json(issued.key, project, key_id=issued.id, key_name="bootstrap")
+    arn = client.create_secret(Name=name, SecretString=value)["ARN"]
+    enable_rotation(client, arn)
+    return Seeded(arn, name, project, issued)
+
+
+def stages(client: SecretsManagerClient, secret_id: str) -> dict[str, list[str]]:
+    return dict(client.describe_secret(SecretId=secret_id)["VersionIdsToStages"])
+
+
+def current_value(client: SecretsManagerClient, secret_id: str) -> dict[str, Any]:
+    raw = client.get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT")["SecretString"]
+    return dict(json.loads(raw))
+
+
+def stored_string(client: SecretsManagerClient, secret_id: str, version_id: str) -> str | None:
+    try:
+        answer = client.get_secret_value(SecretId=secret_id, VersionId=version_id)
+    except client.exceptions.ResourceNotFoundException:
+        return None  # an AWSPENDING stub whose createSecret never stored a value
+    return answer.get("SecretString")
+
+
+def version_with(client: SecretsManagerClient, secret_id: str, label: str) -> str | None:
+    return next((v for v, s in stages(client, secret_id).items() if label in s), None)
+
+
+def assert_no_key_material(stack: LocalStack, *texts: str) -> None:
+    """No key, and no prefix of one: every fake key starts with KEY_PREFIX. The CLI masks a
+    key it is about to print as ***, so that must not appear either."""
+    keys = stack.fake.minted_secrets()
+    assert keys
+    for text in texts:
+        assert KEY_PREFIX not in text
+        assert "***" not in text
+        for key in keys:
+            assert key not in text
+
+
+def assert_one_line(err: str, command: str, secret: str) -> None:
+    assert err.endswith("\n")
+    assert err.count("\n") == 1
+    assert f"cekura_rotator.cli {command}: secret {secret!r}:" in err
+    assert "Traceback" not in err
+
+
+def rotate(stack: LocalStack, secret: str) -> str:
+    """Rotate through the CLI and return the new AWSCURRENT version."""
+    result = cli(stack, "rotate", "--secret-id", secret, "--wait", *FAST)
+    assert result.code == 0, result.err
+    new = version_with(stack.client(), secret, "AWSCURRENT")
+    assert new is not None
+    return new
+
+
+# -- bootstrap ---------------------------------------------------------------------------------
+
+
+def test_bootstrap_reads_the_key_from_stdin_and_attaches_rotation(stack: LocalStack) -> None:
+    # Given a project and a key made on the dashboard
+    project = stack.fake.create_project("boot-stdin", organization="Acme")
+    issued = stack.fake.issue_key(project, name="dashboard")
+    name = f"cekura/{uuid.uuid4().hex[:8]}"
+    stack.fake.reset_requests()
+
+    # When the key is piped to bootstrap
+    result = cli(
+        stack,
+        "bootstrap",
+        "--secret-name", name,
+        "--project-id", str(project),
+        "--function-arn", FUNCTION_ARN,
+        stdin=issued.key + "\n",
+    )  # fmt: skip
+
+    # Then the key was validated (by the CLI, then by the function's testSecret once rotation was
+    # attached), stored in the documented format, and rotation attached
+    assert result.code == 0, result.err
+    assert [r.route for r in stack.fake.requests] == ["validate", "validate"]
+    assert [(i.step, i.error) for i in stack.bridge.invocations[-1:]] == [("testSecret", None)]
+    client = stack.client()
+    assert current_value(client, name) == {"api_key": issued.key, "project_id": project}
+    described = client.describe_secret(SecretId=name)
+    assert described["RotationLambdaARN"] == FUNCTION_ARN
+    assert described["RotationEnabled"] is True
+    assert described["RotationRules"]["AutomaticallyAfterDays"] == 30
+    assert fingerprint(issued.key) in result.out
+    assert result.err == ""
+    assert_no_key_material(stack, result.out)
+
+
+def test_bootstrap_reads_the_key_from_cekura_api_key(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a key only in CEKURA_API_KEY, with nothing piped
+    project = stack.fake.create_project("boot-env", organization="Acme")
+    issued = stack.fake.issue_key(project, name="dashboard")
+    monkeypatch.setenv("CEKURA_API_KEY", issued.key)
+    name = f"cekura/{uuid.uuid4().hex[:8]}"
+
+    # When bootstrap runs with a weekly schedule and the key's dashboard id
+    result = cli(
+        stack,
+        "bootstrap",
+        "--secret-name", name,
+        "--project-id", str(project),
+        "--function-arn", FUNCTION_ARN,
+        "--schedule", "rate(7 days)",
+        "--key-id", str(issued.id),
+        "--key-name", "dashboard",
+    )  # fmt: skip
+
+    # Then the secret holds that key and its id, and rotates weekly
+    assert result.code == 0, result.err
+    client = stack.client()
+    assert current_value(client, name) == {
+        "api_key": issued.key,
+        "project_id": project,
+        "key_id": issued.id,
+        "key_name": "dashboard",
+    }
+    assert client.describe_secret(SecretId=name)["RotationRules"]["AutomaticallyAfterDays"] == 7
+    assert_no_key_material(stack, result.text)
+
+
+@pytest.mark.parametrize("problem", ["unknown key", "key of another project"])
+def test_bootstrap_refuses_a_key_cekura_rejects_and_creates_nothing(
+    stack: LocalStack, problem: str
+) -> None:
+    # Given a key Cekura does not know, or one that belongs to another project
+    project = stack.fake.create_project("boot-bad", organization="Acme")
+    if problem == "unknown key":
+        key, expected = KEY_PREFIX + uuid.uuid4().hex, "does not accept the key"
+    else:
+        other = stack.fake.create_project("other", organization="Acme")
+        key = stack.fake.issue_key(other).key
+        expected = f"does not belong to project {project}"
+    name = f"cekura/{uuid.uuid4().hex[:8]}"
+
+    # When it is bootstrapped
+    result = cli(
+        stack,
+        "bootstrap",
+        "--secret-name", name,
+        "--project-id", str(project),
+        "--function-arn", FUNCTION_ARN,
+        stdin=key,
+    )  # fmt: skip
+
+    # Then it is refused as an input error, and no secret was created
+    assert result.code == 2
+    assert_one_line(result.err, "bootstrap", name)
+    assert expected in result.err
+    assert "nothing was created" in result.err
+    assert key not in result.text
+    assert "***" not in result.text
+    names = [s["Name"] for s in stack.client().list_secrets()["SecretList"]]
+    assert name not in names
+
+
+def test_bootstrap_refuses_an_existing_secret_unless_update(stack: LocalStack) -> None:
+    # Given a bootstrapped secret with a field of its own
+    seeded = seed(stack)
+    client = stack.client()
+    client.put_secret_value(
+        SecretId=seeded.arn,
+        SecretString=secret_json(seeded.key.key, seeded.project, team="qa"),
+    )
+    before = stages(client, seeded.arn)
+    replacement = stack.fake.issue_key(seeded.project, name="replacement")
+    argv = [
+        "bootstrap",
+        "--secret-name", seeded.name,
+        "--project-id", str(seeded.project),
+        "--function-arn", FUNCTION_ARN,
+    ]  # fmt: skip
+
+    # When bootstrap runs again without --update
+    refused = cli(stack, *argv, stdin=replacement.key)
+
+    # Then it exits 2 and changes nothing
+    assert refused.code == 2
+    assert_one_line(refused.err, "bootstrap", seeded.name)
+    assert "already exists" in refused.err
+    assert stages(client, seeded.arn) == before
+    assert current_value(client, seeded.arn)["api_key"] == seeded.key.key
+
+    # When it runs with --update
+    updated = cli(stack, *argv, "--update", stdin=replacement.key)
+
+    # Then the new key is AWSCURRENT, the secret's own field kept, the old key AWSPREVIOUS
+    assert updated.code == 0, updated.err
+    assert current_value(client, seeded.arn) == {
+        "api_key": replacement.key,
+        "project_id": seeded.project,
+        "team": "qa",
+    }
+    previous = version_with(client, seeded.arn, "AWSPREVIOUS")
+    assert previous is not None
+    old = client.get_secret_value(SecretId=seeded.arn, VersionId=previous)["SecretString"]
+    assert json.loads(old)["api_key"] == seeded.key.key
+    assert_no_key_material(stack, refused.text, updated.text)
+
+
+def test_bootstrap_takes_no_key_argument_and_needs_a_key(stack: LocalStack) -> None:
+    # Given a valid key
+    project = stack.fake.create_project("boot-none", organization="Acme")
+    key = stack.fake.issue_key(project).key
+    name = f"cekura/{uuid.uuid4().hex[:8]}"
+    argv = [
+        "bootstrap",
+        "--secret-name", name,
+        "--project-id", str(project),
+        "--function-arn", FUNCTION_ARN,
+    ]  # fmt: skip
+
+    # When it is passed as an argument, or not given at all
+    as_argument = cli(stack, *argv, "--api-key", key)
+    missing = cli(stack, *argv)
+
+    # Then both are usage errors; the argument's value is not echoed
+    assert as_argument.code == 2
+    assert "unrecognized arguments" in as_argument.err
+    assert key not in as_argument.text
+    assert missing.code == 2
+    assert_one_line(missing.err, "bootstrap", name)
+    assert "CEKURA_API_KEY" in missing.err
+    names = [s["Name"] for s in stack.client().list_secrets()["SecretList"]]
+    assert name not in names
+
+
+def test_bootstrap_as_a_process_reads_a_piped_key(stack: LocalStack) -> None:
+    # Given a key and the CLI run as `python -m cekura_rotator.cli`, as an operator runs it
+    project = stack.fake.create_project("boot-proc", organization="Acme")
+    issued = stack.fake.issue_key(project, name="dashboard")
+    name = f"cekura/{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["lambda", "."])}
+    env.pop("CEKURA_API_KEY", None)
+
+    argv = [
+        sys.executable, "-m", "cekura_rotator.cli",
+        "--endpoint-url", stack.moto_url,
+        "bootstrap",
+        "--secret-name", name,
+        "--project-id", str(project),
+        "--function-arn", FUNCTION_ARN,
+    ]  # fmt: skip
+
+    # When the key is piped in
+    proc = subprocess.run(
+        argv,
+        input=issued.key + "\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+    # Then the secret holds it, and the process printed no key
+    assert proc.returncode == 0, proc.stderr
+    assert current_value(stack.client(), name)["api_key"] == issued.key
+    assert f"Created secret {name}" in proc.stdout
+    assert_no_key_material(stack, proc.stdout, proc.stderr)
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def test_status_shows_versions_keys_and_fingerprints_before_and_after_rotations(
+    stack: LocalStack,
+) -> None:
+    # Given a freshly attached secret
+    seeded = seed(stack)
+    client = stack.client()
+    first = version_with(client, seeded.arn, "AWSCURRENT")
+    assert first is not None
+
+    # When status runs before any rotation
+    before = cli(stack, "status", "--secret-id", seeded.name)
+
+    # Then it shows the one labelled version, its key id and fingerprint, nothing to revoke
+    assert before.code == 0, before.err
+    assert f"{first}  AWSCURRENT" in before.out
+    assert f"key id       {seeded.key.id}" in before.out
+    assert f"fingerprint  {fingerprint(seeded.key.key)}" in before.out
+    assert f"Rotation function  {FUNCTION_ARN}" in before.out
+    assert "Schedule           every 30 days" in before.out
+    assert "Last rotation      ok" in before.out
+    assert "Keys awaiting manual revocation: none" in before.out
+
+    # When the secret is rotated twice (spec mode: Cekura refuses API-key deletes)
+    second = rotate(stack, seeded.arn)
+    third = rotate(stack, seeded.arn)
+    after = cli(stack, "status", "--secret-id", seeded.arn)
+
+    # Then the labels moved, each key shows its own id and fingerprint, and the bootstrap key,
+    # now held only by unlabelled versions, awaits manual revocation
+    assert after.code == 0, after.err
+    current = current_value(client, seeded.arn)
+    assert f"{third}  AWSCURRENT" in after.out
+    assert f"{second}  AWSPREVIOUS" in after.out
+    assert f"{first}  (no label)" in after.out
+    assert f"fingerprint  {fingerprint(current['api_key'])}" in after.out
+    assert f"key id       {current['key_id']}" in after.out
+    assert "Last rotation      ok" in after.out
+    awaiting = after.out.split("Keys awaiting manual revocation", 1)[1]
+    assert "cannot confirm: Cekura does not let API keys list keys" in awaiting
+    assert f"key {seeded.key.id} 'bootstrap' {fingerprint(seeded.key.key)}" in awaiting
+    assert fingerprint(current["api_key"]) not in awaiting
+    assert stack.fake.is_live(seeded.key.key)
+    assert after.err == ""
+    assert_no_key_material(stack, before.text, after.text)
+
+
+def test_status_json_carries_the_same_facts_without_key_material(stack: LocalStack) -> None:
+    # Given a secret rotated twice, then a rotation whose createSecret fails
+    seeded = seed(stack)
+    client = stack.client()
+    rotate(stack, seeded.arn)
+    rotate(stack, seeded.arn)
+    stack.fake.inject("create", Fault(status=503))
+    failed = cli(stack, "rotate", "--secret-id", seeded.arn, "--wait", "--timeout", "0.2", *FAST)
+    assert failed.code == 1
+
+    # When status runs with --json
+    result = cli(stack, "status", "--secret-id", seeded.arn, "--json")
+
+    # Then every version's labels, key id and fingerprint match the store
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    versions = {v["version_id"]: v for v in report["versions"]}
+    listed = client.list_secret_version_ids(SecretId=seeded.arn, IncludeDeprecated=True)
+    assert set(versions) == {v["VersionId"] for v in listed["Versions"]}
+    for version_id, labels in stages(client, seeded.arn).items():
+        assert sorted(versions[version_id]["labels"]) == sorted(labels)
+    for version_id, version in versions.items():
+        raw = stored_string(client, seeded.arn, version_id)
+        if raw is None:
+            assert version["fingerprint"] is None
+            continue
+        value = json.loads(raw)
+        assert version["fingerprint"] == fingerprint(value["api_key"])
+        assert version["key_id"] == value.get("key_id")
+    # ... the failed rotation is reported as pending, the bootstrap key as awaiting revocation
+    pending = version_with(client, seeded.arn, "AWSPENDING")
+    assert pending is not None
+    assert report["rotation"]["last_result"] == {
+        "status": "pending",
+        "pending_version": pending,
+        "text": f"in progress or failed (pending version {pending})",
+    }
+    assert versions[pending]["fingerprint"] is None
+    assert report["rotation"]["function_arn"] == FUNCTION_ARN
+    awaiting = report["keys_awaiting_revocation"]
+    assert awaiting["confirmation"] == "cannot confirm: Cekura does not let API keys list keys"
+    assert [(k["key_id"], k["fingerprint"], k["live"]) for k in awaiting["keys"]] == [
+        (seeded.key.id, fingerprint(seeded.key.key), None)
+    ]
+    assert_no_key_material(stack, result.text)
+
+
+@pytest.mark.parametrize(
+    ("policy", "live"), [("grace", False), ("off", True)], ids=["grace", "off"]
+)
+def test_status_confirms_old_keys_when_cekura_lets_keys_list_keys(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, policy: str, live: bool
+) -> None:
+    # Given the older, permissive Cekura, and a secret rotated twice under a revocation policy
+    stack.fake.mode = "permissive"
+    monkeypatch.setenv("REVOCATION_POLICY", policy)
+    handler.rotator.cache_clear()
+    seeded = seed(stack)
+    rotate(stack, seeded.arn)
+    rotate(stack, seeded.arn)
+    assert stack.fake.is_live(seeded.key.key) is live
+
+    # When status runs
+    result = cli(stack, "status", "--secret-id", seeded.arn, "--json")
+    text = cli(stack, "status", "--secret-id", seeded.arn)
+
+    # Then Cekura's key list decides whether the bootstrap key still awaits revocation
+    assert result.code == 0, result.err
+    held = json.loads(result.out)["keys_awaiting_revocation"]
+    assert held["confirmation"] == "confirmed against Cekura's key list"
+    expected = [{"key_id": seeded.key.id, "fingerprint": fingerprint(seeded.key.key)}]
+    if live:
+        assert [{k: v[k] for k in ("key_id", "fingerprint")} for v in held["keys"]] == expected
+        assert held["keys"][0]["live"] is True
+        assert held["revoked"] == []
+        assert "still live at Cekura" in text.out
+    else:
+        assert held["keys"] == []
+        assert [{k: v[k] for k in ("key_id", "fingerprint")} for v in held["revoked"]] == expected
+        assert "no longer listed by Cekura" in text.out
+    assert_no_key_material(stack, result.text, text.text)
+
+
+# -- rotate ------------------------------------------------------------------------------------
+
+
+def test_rotate_wait_ends_when_awscurrent_moves(stack: LocalStack) -> None:
+    # Given an attached secret
+    seeded = seed(stack)
+    client = stack.client()
+    before = version_with(client, seeded.arn, "AWSCURRENT")
+
+    # When it is rotated with --wait
+    result = cli(stack, "rotate", "--secret-id", seeded.name, "--wait", *FAST)
+
+    # Then the CLI reports the version that became AWSCURRENT, holding a new, live key
+    assert result.code == 0, result.err
+    after = version_with(client, seeded.arn, "AWSCURRENT")
+    assert after not in (None, before)
+    assert f"AWSCURRENT moved to {after}: rotation complete." in result.out
+    new_key = current_value(client, seeded.arn)["api_key"]
+    assert new_key != seeded.key.key
+    assert stack.fake.is_live(new_key)
+    assert result.err == ""
+    assert_no_key_material(stack, result.text)
+
+
+def test_rotate_without_wait_only_starts_the_rotation(stack: LocalStack) -> None:
+    # Given an attached secret
+    seeded = seed(stack)
+
+    # When it is rotated without --wait
+    result = cli(stack, "rotate", "--secret-id", seeded.arn)
+
+    # Then the CLI names the new version and points at status
+    assert result.code == 0, result.err
+    started = stack.bridge.invocations[-1].token
+    assert f"new version {started}" in result.out
+    assert "status --secret-id" in result.out
+
+
+@pytest.mark.parametrize(
+    ("route", "fault", "reason"),
+    [
+        ("create", Fault(status=401), "holds no key: createSecret did not complete"),
+        ("validate", Fault(status=403), "is stored as AWSPENDING in version"),
+    ],
+    ids=["createSecret fails", "testSecret fails"],
+)
+def test_rotate_wait_fails_with_the_reason(
+    stack: LocalStack, route: Any, fault: Fault, reason: str
+) -> None:
+    # Given a secret whose next rotation fails at one step
+    seeded = seed(stack)
+    client = stack.client()
+    before = version_with(client, seeded.arn, "AWSCURRENT")
+    stack.fake.inject(route, fault)
+
+    # When it is rotated with --wait
+    result = cli(stack, "rotate", "--secret-id", seeded.name, "--wait", "--timeout", "0.3", *FAST)
+
+    # Then the CLI exits 1 with one line saying where it stopped; AWSCURRENT did not move
+    assert result.code == 1
+    assert_one_line(result.err, "rotate", seeded.name)
+    pending = version_with(client, seeded.arn, "AWSPENDING")
+    assert pending is not None
+    assert "rotation failed: AWSCURRENT did not move within 0.3s" in result.err
+    assert reason in result.err
+    assert pending in result.err
+    assert f"see the log group {LOG_GROUP}" in result.err
+    assert version_with(client, seeded.arn, "AWSCURRENT") == before
+    assert_no_key_material(stack, result.text)
+
+
+class _ShipToCloudWatch(logging.Handler):
+    """What Lambda does with the function's output: each record becomes a log event."""
+
+    def __init__(self, moto_url: str):
+        super().__init__()
+        self.setFormatter(logger.registered_formatter)
+        self._logs = boto3.client("logs", region_name="us-east-1", endpoint_url=moto_url)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._logs.put_log_events(
+            logGroupName=LOG_GROUP,
+            logStreamName="local",
+            logEvents=[{"timestamp": int(record.created * 1000), "message": self.format(record)}],
+        )
+
+
+@pytest.fixture
+def function_log(stack: LocalStack) -> Iterator[None]:
+    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=stack.moto_url)
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="local")
+    shipper = _ShipToCloudWatch(stack.moto_url)
+    logger.addHandler(shipper)
+    try:
+        yield
+    finally:
+        logger._logger.removeHandler(shipper)
+        # Later tests must again see a function whose log cannot be read.
+        logs.delete_log_group(logGroupName=LOG_GROUP)
+
+
+@pytest.mark.usefixtures("function_log")
+def test_rotate_wait_reads_the_reason_from_the_function_log(stack: LocalStack) -> None:
+    # Given the function's log in CloudWatch, and a rotation whose createSecret is refused
+    seeded = seed(stack)
+    stack.fake.inject("create", Fault(status=401))
+    started = time.monotonic()
+
+    # When it is rotated with --wait and a long timeout
+    result = cli(stack, "rotate", "--secret-id", seeded.arn, "--wait", "--timeout", "60", *FAST)
+
+    # Then the logged failure ends the wait at once and is the reason given
+    assert result.code == 1
+    assert time.monotonic() - started < 10
+    assert_one_line(result.err, "rotate", seeded.arn)
+    assert "the function logged: createSecret failed: CekuraAuthError:" in result.err
+    assert "Cekura refused key creation: HTTP 401" in result.err
+    assert_no_key_material(stack, result.text)
+
+
+# -- check -------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("function_log")
+def test_check_passes_and_reports_the_functions_verdict(stack: LocalStack) -> None:
+    # Given an attached secret whose function logs to CloudWatch
+    seeded = seed(stack)
+    client = stack.client()
+    current = version_with(client, seeded.arn, "AWSCURRENT")
+    calls = len(stack.bridge.invocations)
+
+    # When it is checked
+    result = cli(stack, "check", "--secret-id", seeded.arn, "--timeout", "5")
+
+    # Then only testSecret ran, it passed, and the CLI says so; AWSCURRENT did not move
+    assert result.code == 0, result.err
+    ran = stack.bridge.invocations[calls:]
+    assert [(i.step, i.error) for i in ran] == [("testSecret", None)]
+    assert f"is running testSecret (version {ran[0].token}" in result.out
+    assert f"Cekura accepts the current key (key {seeded.key.id} 'bootstrap'" in result.out
+    assert f"Function log: testSecret passed for version {ran[0].token}." in result.out
+    assert result.out.endswith("Check passed.\n")
+    assert version_with(client, seeded.arn, "AWSCURRENT") == current
+    assert_no_key_material(stack, result.text)
+
+
+def test_check_fails_when_cekura_no_longer_accepts_the_current_key(stack: LocalStack) -> None:
+    # Given an attached secret whose key was deleted at Cekura
+    seeded = seed(stack)
+    stack.fake.mode = "permissive"
+    deleted = httpx.delete(
+        f"{stack.fake.url}/user/api/v1/user-api-key/{seeded.key.id}/",
+        headers={"X-CEKURA-API-KEY": seeded.key.key},
+    )
+    assert deleted.status_code == 204
+    stack.fake.mode = "spec"
+    calls = len(stack.bridge.invocations)
+
+    # When it is checked
+    result = cli(stack, "check", "--secret-id", seeded.name)
+
+    # Then the check fails (exit 1) with Cekura's answer, as the function's testSecret did
+    assert result.code == 1
+    assert_one_line(result.err, "check", seeded.name)
+    assert "check failed: Cekura does not accept the current key" in result.err
+    assert "HTTP 401" in result.err
+    ran = stack.bridge.invocations[calls:]
+    assert [i.step for i in ran] == ["testSecret"]
+    assert ran[0].error is not None
+    assert "KeyValidationError" in ran[0].error
+    assert_no_key_material(stack, result.text)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["status", "rotate", "check"])
+def test_an_unknown_secret_is_a_one_line_usage_error(stack: LocalStack, command: str) -> None:
+    # Given a secret id that does not exist
+    missing = f"cekura/missing-{uuid.uuid4().hex[:6]}"
+
+    # When a command names it
+    result = cli(stack, command, "--secret-id", missing)
+
+    # Then it exits 2 with one line naming the command and the secret
+    assert result.code == 2
+    assert result.out == ""
+    assert_one_line(result.err, command, missing)
+    assert "ResourceNotFoundException" in result.err
+
+
+def test_rotate_refuses_a_secret_without_rotation(stack: LocalStack) -> None:
+    # Given a secret with no rotation function
+    name = f"cekura/plain-{uuid.uuid4().hex[:6]}"
+    stack.client().create_secret(Name=name, SecretString=secret_json("not-a-real-key", 1))
+
+    # When it is rotated
+    result = cli(stack, "rotate", "--secret-id", name, "--wait")
+
+    # Then the CLI says rotation is not configured and RotateSecret was never called
+    assert result.code == 2
+    assert_one_line(result.err, "rotate", name)
+    assert "rotation is not configured" in result.err
+    assert "RotationLambdaARN" not in stack.client().describe_secret(SecretId=name)
+
+
+def test_an_invalid_cekura_url_is_a_usage_error(stack: LocalStack) -> None:
+    # Given an attached secret
+    seeded = seed(stack)
+
+    # When status is pointed at Cekura over plain http on a public host
+    result = cli(stack, "status", "--secret-id", seeded.arn, "--cekura-url", "http://cekura.test")
+
+    # Then it exits 2 before reading anything, saying why
+    assert result.code == 2
+    assert result.out == ""
+    assert_one_line(result.err, "status", seeded.arn)
+    assert "must use https://" in result.err
+
+
+def test_unreachable_aws_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given an endpoint nobody listens on, and no retries
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    out, err = io.StringIO(), io.StringIO()
+
+    # When status runs against it
+    code = main(
+        ["status", "--secret-id", "cekura/x", "--endpoint-url", f"http://127.0.0.1:{port}"],
+        stdout=out,
+        stderr=err,
+    )
+
+    # Then it exits 3 with one line saying AWS could not be reached
+    assert code == 3
+    assert out.getvalue() == ""
+    assert_one_line(err.getvalue(), "status", "cekura/x")
+    assert "EndpointConnectionError" in err.getvalue()

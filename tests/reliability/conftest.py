@@ -1,0 +1,74 @@
+"""Fixtures of the reliability suite, and the hook-up of its summary line.
+
+`--reliability-full` (or `RELIABILITY_FULL=1`) selects the full set: every fault-matrix
+combination and at least 1,000 random sequences. Without it, `make test` runs a faster subset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import pytest
+
+from cekura_rotator import handler
+from cekura_rotator.observability import metrics
+from infra.local.fake_cekura import FakeCekura
+from tests.conftest import LogCapture, World
+from tests.reliability import summary
+from tests.reliability.harness import Rig
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    # The summary plugin owns the option and the summary line; `-p tests.reliability.summary`
+    # may have registered it already.
+    if not pluginmanager.is_registered(summary):
+        pluginmanager.register(summary, "reliability-summary")
+
+
+@dataclass
+class Ledger:
+    """What one test ran and checked; summed into the run's summary line (see summary.py)."""
+
+    scenarios: int = 0
+    sequences: int = 0
+    bad_inputs: int = 0
+    invariant_violations: int = 0
+    invariant_checks: int = 0
+    security_checks: int = 0
+
+
+@pytest.fixture
+def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    entry = Ledger()
+    yield entry
+    # Kept even when the test failed: a violation must show in the figures.
+    request.node.user_properties.append((summary.PROPERTY, asdict(entry)))
+
+
+@pytest.fixture
+def reliability_full(request: pytest.FixtureRequest) -> bool:
+    return summary.is_full(request.config)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_metrics() -> Iterator[None]:
+    # Direct Rotator runs add metrics that only the handler flushes; start each test clean.
+    metrics.clear_metrics()
+    yield
+    metrics.clear_metrics()
+
+
+@pytest.fixture
+def rig(
+    make_world: Callable[..., World],
+    logs: LogCapture,
+    fake: FakeCekura,
+    ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Rig]:
+    built = Rig(make_world, logs, fake, ledger)
+    # Through the handler, steps run the active harness's rotator: its clients, no real sleeps.
+    monkeypatch.setattr(handler, "rotator", lambda: built.active().rotator)
+    yield built
+    built.cekura.close()

@@ -1,0 +1,427 @@
+"""Drives rotations the way Secrets Manager does, with faults and crashes injected on the way.
+
+Real parts wherever they can produce the behaviour: moto for Secrets Manager, the fake Cekura
+over real HTTP (its `Fault`s), the rotator's own clients. Two stand-ins, for what no real part
+can produce on demand:
+- `AwsFaults` stubs Secrets Manager's transport for one operation at a time, through botocore's
+  event system on the rotator's client: moto cannot be told to throttle, deny KMS access or fail
+  internally. Raising in `before-call` skips botocore's own retries, so each injected error is
+  what the rotator sees after botocore gave up.
+- `LambdaDied` is the Lambda being killed mid-step (timeout, out of memory). It is a
+  BaseException, which no step catches, so no compensation runs, exactly as with a real kill.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import boto3
+from botocore.exceptions import ClientError
+
+from cekura_rotator import handler
+from cekura_rotator.cekura import CekuraClient, KeyInfo
+from cekura_rotator.config import Config, RevocationPolicy
+from cekura_rotator.errors import CekuraError, CekuraUnavailableError, OrphanKeyError
+from cekura_rotator.secret_value import MintedKey
+from cekura_rotator.secrets_store import SecretsStore
+from cekura_rotator.steps import RotationRequest, Rotator, Step
+from infra.local.fake_cekura import FakeCekura, Fault, RouteName
+from infra.local.lambda_bridge import REGION, FakeLambdaContext
+from tests.reliability import invariants
+from tests.reliability.invariants import Evidence
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+    from tests.conftest import LogCapture, World
+    from tests.reliability.conftest import Ledger
+
+Mode = Literal["spec", "permissive"]
+STEPS = tuple(Step)
+
+# Cekura's read timeout in these tests, and a delay that outlasts it.
+READ_TIMEOUT = 0.2
+TIMEOUT_DELAY = 0.35
+
+
+class LambdaDied(BaseException):  # noqa: N818  # named for what happens, not as an error
+    """The Lambda was killed mid-step: nothing after this point of the step runs."""
+
+
+# -- Secrets Manager faults -----------------------------------------------------------------
+
+AWS_ERRORS: dict[str, tuple[str, str, int]] = {
+    "throttling": ("ThrottlingException", "Rate exceeded", 400),
+    "kms-access-denied": ("AccessDeniedException", "Access to KMS is not allowed", 400),
+    "internal-error": ("InternalServiceError", "An error occurred on the server side.", 500),
+    "not-found": (
+        "ResourceNotFoundException",
+        "Secrets Manager can't find the specified secret value for staging label: AWSPENDING",
+        400,
+    ),
+}
+
+
+@dataclass
+class AwsFault:
+    """The `skip`+1-th next call of `operation` fails with `error`, or the Lambda dies there.
+
+    `after=True` (crashes only) lets the call succeed and kills the Lambda as it returns.
+    """
+
+    operation: str
+    error: str | None = None
+    skip: int = 0
+    after: bool = False
+
+    def describe(self) -> str:
+        what = self.error or ("crash after" if self.after else "crash before")
+        return f"{self.operation}#{self.skip + 1}:{what}"
+
+
+class AwsFaults:
+    """Armed faults for one boto3 client's Secrets Manager calls (see the module docstring)."""
+
+    def __init__(self, client: SecretsManagerClient):
+        self._armed: list[AwsFault] = []
+        self._die_after: list[str] = []
+        self.fired: list[str] = []
+        client.meta.events.register("before-call.secrets-manager", self._before)
+        client.meta.events.register("after-call.secrets-manager", self._after)
+
+    def arm(self, fault: AwsFault) -> None:
+        self._armed.append(fault)
+
+    def clear(self) -> None:
+        self._armed.clear()
+        self._die_after.clear()
+
+    @property
+    def armed(self) -> int:
+        return len(self._armed)
+
+    def _before(self, model: Any, **_: Any) -> None:
+        operation = str(model.name)
+        fault = next((f for f in self._armed if f.operation == operation), None)
+        if fault is None:
+            return
+        if fault.skip:
+            fault.skip -= 1
+            return
+        self._armed.remove(fault)
+        self.fired.append(fault.describe())
+        if fault.after:
+            self._die_after.append(operation)
+            return
+        if fault.error is None:
+            raise LambdaDied(f"killed as {operation} began")
+        code, message, status = AWS_ERRORS[fault.error]
+        raise ClientError(
+            {
+                "Error": {"Code": code, "Message": message},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            operation,
+        )
+
+    def _after(self, model: Any, **_: Any) -> None:
+        if str(model.name) in self._die_after:
+            self._die_after.remove(str(model.name))
+            raise LambdaDied(f"killed as {model.name} returned")
+
+
+# -- Cekura faults and crashes ----------------------------------------------------------------
+
+CEKURA_FAULTS: dict[str, Fault] = {
+    "429": Fault(status=429),
+    "429-retry-after": Fault(status=429, retry_after="3"),
+    "429-persistent": Fault(status=429, times=60),
+    "500": Fault(status=500),
+    "502": Fault(status=502),
+    "503": Fault(status=503),
+    "503-persistent": Fault(status=503, times=60),
+    "timeout": Fault(delay=TIMEOUT_DELAY),
+    "dropped-connection": Fault(drop=True),
+    "lost-response": Fault(lost_response=True),
+    "malformed-json": Fault(body=b'{"id": 1, "key": '),
+    "201-without-key": Fault(missing_key=True),
+    "401": Fault(status=401),
+    "401-persistent": Fault(status=401, times=60),
+    "403": Fault(status=403),
+    "404": Fault(status=404),
+}
+
+
+class CrashableCekura(CekuraClient):
+    """The real Cekura client; a scenario can kill the Lambda as one of its calls begins."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.crash_on: dict[str, int] = {}  # method -> calls to let through first
+        self.fired: list[str] = []
+
+    def _maybe_die(self, method: str) -> None:
+        if method not in self.crash_on:
+            return
+        if self.crash_on[method] > 0:
+            self.crash_on[method] -= 1
+            return
+        del self.crash_on[method]
+        self.fired.append(method)
+        raise LambdaDied(f"killed as Cekura {method} began")
+
+    def create_key(
+        self, api_key: str, *, name: str, project: int, deadline: float | None = None
+    ) -> MintedKey:
+        self._maybe_die("create_key")
+        return super().create_key(api_key, name=name, project=project, deadline=deadline)
+
+    def validate(
+        self,
+        api_key: str,
+        *,
+        project_id: int,
+        deadline: float | None = None,
+        activation_wait: float = 0.0,
+    ) -> None:
+        self._maybe_die("validate")
+        super().validate(
+            api_key, project_id=project_id, deadline=deadline, activation_wait=activation_wait
+        )
+
+    def delete_key(self, api_key: str, key_id: int, *, deadline: float | None = None) -> bool:
+        self._maybe_die("delete_key")
+        return super().delete_key(api_key, key_id, deadline=deadline)
+
+    def list_keys(self, api_key: str, *, deadline: float | None = None) -> list[KeyInfo]:
+        self._maybe_die("list_keys")
+        return super().list_keys(api_key, deadline=deadline)
+
+
+# -- the harness ------------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """One step as Secrets Manager invoked it."""
+
+    step: Step
+    error: BaseException | None
+
+
+class Rig:
+    """Per-test plumbing, shared by every world a test builds (clients are slow to make)."""
+
+    def __init__(
+        self,
+        make_world: Callable[..., World],
+        logs: LogCapture,
+        fake: FakeCekura,
+        ledger: Ledger,
+        *,
+        read_timeout: float = READ_TIMEOUT,
+    ):
+        self.make_world = make_world
+        self.logs = logs
+        self.fake = fake
+        self.ledger = ledger
+        # The rotator's own client (faults attach to it); tests observe through the world's.
+        self.store_client = boto3.client("secretsmanager", region_name=REGION)
+        self.aws = AwsFaults(self.store_client)
+        self.sleeps: list[float] = []
+        self._active: Harness | None = None
+        # Backoff goes to `sleeps` instead of the clock, so retries cost no time.
+        self.cekura = CrashableCekura(
+            base_url=fake.url, read_timeout=read_timeout, connect_timeout=1.0, sleep=self.sleeps.append
+        )
+
+    def harness(
+        self,
+        *,
+        policy: str = "grace",
+        mode: Mode = "spec",
+        value: Callable[[str, int, int], str | bytes] | str | bytes | None = None,
+    ) -> Harness:
+        from infra.local.stack import secret_json
+
+        self.fake.mode = mode
+        world = self.make_world(
+            value or (lambda key, project, key_id: secret_json(key, project, key_id=key_id))
+        )
+        self._active = Harness(self, world, policy)
+        return self._active
+
+    def active(self) -> Harness:
+        """The harness built last: the one the handler runs for."""
+        assert self._active is not None, "no harness built yet"
+        return self._active
+
+    def reset(self) -> None:
+        """Between two worlds of one test: no fault or crash carries over."""
+        self.fake.clear_faults()
+        self.aws.clear()
+        self.cekura.crash_on.clear()
+
+
+class Harness:
+    """One secret being rotated: steps, Secrets Manager's retries, faults and the checks."""
+
+    def __init__(self, rig: Rig, world: World, policy: str):
+        self.rig = rig
+        self.world = world
+        self.evidence = Evidence()
+        self.attempts: list[Attempt] = []
+        self.via_handler = False
+        self._log_start = len(rig.logs.text)
+        self._settle = 0.0
+        self.policy = policy
+        self.rotator = self._rotator(policy)
+
+    # -- world access -------------------------------------------------------------------------
+
+    @property
+    def fake(self) -> FakeCekura:
+        return self.rig.fake
+
+    @property
+    def sm(self) -> SecretsManagerClient:
+        return self.world.sm
+
+    @property
+    def arn(self) -> str:
+        return self.world.arn
+
+    @property
+    def project_id(self) -> int:
+        return self.world.project_id
+
+    @property
+    def log_text(self) -> str:
+        """What the rotator logged since this harness was made."""
+        return self.rig.logs.text[self._log_start :]
+
+    def _rotator(self, policy: str) -> Rotator:
+        config = Config(
+            cekura_api_url=self.fake.url,
+            revocation_policy=RevocationPolicy(policy),
+            validate_max_wait=2.0,
+            read_timeout=READ_TIMEOUT,
+        )
+        return Rotator(config=config, store=SecretsStore(self.rig.store_client), cekura=self.rig.cekura)
+
+    def set_policy(self, policy: str) -> None:
+        self.policy = policy
+        self.rotator = self._rotator(policy)
+
+    def set_mode(self, mode: Mode) -> None:
+        self.fake.mode = mode
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def inject(self, route: RouteName, fault: Fault) -> None:
+        self.fake.inject(route, fault)
+        self._settle = max(self._settle, fault.delay)
+
+    def clear_faults(self) -> None:
+        self.rig.reset()
+
+    # -- running steps --------------------------------------------------------------------------
+
+    def start_rotation(self) -> str:
+        return self.world.start_rotation()
+
+    def step(self, step: Step, token: str) -> BaseException | None:
+        """Invoke one step as Secrets Manager would; return what it raised (None: success)."""
+        error: BaseException | None = None
+        try:
+            if self.via_handler:
+                event = {"Step": str(step), "SecretId": self.arn, "ClientRequestToken": token}
+                self.evidence.output(handler.lambda_handler(event, FakeLambdaContext()))
+            else:
+                self.evidence.output(self.rotator.run(RotationRequest(step, self.arn, token)))
+        except (Exception, LambdaDied) as e:  # a failed step, as Secrets Manager records it
+            error = e
+            self.evidence.output(e)
+            if step is Step.CREATE:
+                self.evidence.create_failures += 1
+                if isinstance(e, CekuraError) and not isinstance(e, OrphanKeyError):
+                    self.evidence.lost_answers += 1
+            if isinstance(e, CekuraUnavailableError) and self._settle:
+                # A delayed request is still being served: let the fake finish it (it may mint
+                # a key), as it would have long before Secrets Manager's next retry.
+                time.sleep(self._settle)
+        self._settle = 0.0
+        self.attempts.append(Attempt(step, error))
+        return error
+
+    def drive(
+        self,
+        token: str,
+        *,
+        start: Step = Step.CREATE,
+        arm: Callable[[Step, int], None] | None = None,
+        clear_after_failure: bool = True,
+        max_failures: int = 6,
+    ) -> bool:
+        """Run from `start` through finishSecret. A failed step is retried with the same token,
+        then the steps after it, as Secrets Manager does; `arm(step, attempt)` runs before each.
+        After a failure the faults clear (unless told otherwise). True when finishSecret passed.
+        """
+        index, tries, failures = STEPS.index(start), dict.fromkeys(STEPS, 0), 0
+        while index < len(STEPS):
+            step = STEPS[index]
+            if arm is not None:
+                arm(step, tries[step])
+            tries[step] += 1
+            if self.step(step, token) is None:
+                index += 1
+                continue
+            failures += 1
+            if clear_after_failure:
+                self.clear_faults()
+            if failures >= max_failures:
+                return False
+        return True
+
+    def rotate(self) -> str:
+        """One rotation with no fault armed; it must go through."""
+        token = self.start_rotation()
+        assert self.drive(token), f"a clean rotation failed: {self.failures()}"
+        return token
+
+    def failures(self) -> list[tuple[str, str]]:
+        return [(str(a.step), type(a.error).__name__) for a in self.attempts if a.error]
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def check(
+        self,
+        ledger: Ledger,
+        *,
+        completed: str | None = None,
+        swept: bool = False,
+        grace_bound: bool = False,
+        extra_outputs: tuple[str, ...] = (),
+    ) -> None:
+        """The invariants after a scenario. `completed`: the token whose rotation must have
+        finished; `swept`: its finishSecret could list and delete (permissive mode);
+        `grace_bound`: grace with deletion permitted throughout."""
+        all_versions = invariants.versions(self.sm, self.arn)
+        found = invariants.strays(self.fake, self.project_id, all_versions)
+        texts = [*self.rig.logs.lines, *self.evidence.outputs, *extra_outputs]
+        checks: list[Callable[[], list[str]]] = [
+            lambda: invariants.current_is_live(self.sm, self.arn, self.fake),
+            lambda: invariants.strays_accounted(found, self.evidence, self.log_text),
+            lambda: invariants.key_material(texts, self.fake.minted_secrets()),
+        ]
+        if completed is not None:
+            token = completed
+            checks.append(lambda: invariants.rotation_completed(all_versions, token))
+            if swept:
+                checks.append(lambda: invariants.no_strays_of(found, token))
+        if grace_bound:
+            checks.append(lambda: invariants.grace_bound(self.fake, self.project_id, self.evidence))
+        invariants.verify(ledger, *checks)

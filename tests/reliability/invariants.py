@@ -1,0 +1,235 @@
+"""The six invariants of issue 4, as checks that return what is violated (empty when all hold).
+
+Each check reads the world as it is (Secrets Manager through moto, Cekura through the fake's
+test controls) and takes what the scenario did as `Evidence`. `verify` counts the checks and the
+violations in the test's `Ledger` and fails the test with every violation listed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from infra.local.fake_cekura import KEY_PREFIX, FakeCekura, KeyRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+    from tests.reliability.conftest import Ledger
+
+CURRENT = "AWSCURRENT"
+PENDING = "AWSPENDING"
+PREVIOUS = "AWSPREVIOUS"
+ROTATOR_PREFIX = "rotator-"
+# Anything shaped like a fake Cekura key, whichever test minted it.
+_KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{6,}")
+_LOGGED_KEY_ID = re.compile(r'"key_id": (\d+)[,}]')
+
+
+@dataclass
+class Evidence:
+    """What a scenario did and produced, for the checks that cannot read it from the world."""
+
+    # Text the rotator produced outside its logs: return values, exception texts and tracebacks,
+    # metric output. Scanned for key material along with the log lines.
+    outputs: list[str] = field(default_factory=list)
+    # createSecret attempts that did not finish: each may leave one minted-but-unstored key.
+    create_failures: int = 0
+    # Of those, the ones where Cekura's answer was lost or refused (timeout, dropped response,
+    # malformed body): the rotator never learnt the key's id, so it cannot have logged it.
+    lost_answers: int = 0
+    # Keys deliberately left live by someone else's decision (a person's edit of the secret,
+    # policy `off`): not the rotator's to count against the grace bound.
+    excused_key_ids: set[int] = field(default_factory=set)
+
+    def output(self, value: object) -> None:
+        """Keep a return value or an exception (with its traceback and causes) for scanning."""
+        if isinstance(value, BaseException):
+            self.outputs.append(str(value))
+            self.outputs.append(repr(value))
+            self.outputs.append("".join(traceback.format_exception(value)))
+        elif value is not None:
+            self.outputs.append(str(value))
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of the secret: its labels and, when it has a readable one, its key."""
+
+    id: str
+    stages: tuple[str, ...]
+    api_key: str | None
+
+
+def versions(sm: SecretsManagerClient, arn: str) -> list[Version]:
+    """Every version moto keeps, labelled or not, with the key it holds."""
+    described = sm.describe_secret(SecretId=arn)["VersionIdsToStages"]
+    found = []
+    for version_id, stages in described.items():
+        try:
+            raw = sm.get_secret_value(SecretId=arn, VersionId=version_id).get("SecretString")
+        except ClientError:
+            raw = None  # the AWSPENDING stub RotateSecret makes has no value yet
+        found.append(Version(version_id, tuple(stages), _api_key(raw)))
+    return found
+
+
+def _api_key(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return raw.strip()
+    if isinstance(document, dict):
+        key = document.get("api_key")
+        return key if isinstance(key, str) else None
+    return raw.strip()
+
+
+def rotator_keys(fake: FakeCekura, project_id: int) -> list[KeyRecord]:
+    """Live keys of the project that the rotator made (named `rotator-...`)."""
+    return [k for k in fake.live_keys(project_id) if k.name.startswith(ROTATOR_PREFIX)]
+
+
+def logged_key_ids(log_text: str) -> set[int]:
+    """Key ids that appear as a `key_id` field in any log line."""
+    return {int(m) for m in _LOGGED_KEY_ID.findall(log_text)}
+
+
+# -- 1. AWSCURRENT holds a key Cekura accepts for the secret's project --------------------------
+
+
+def current_is_live(sm: SecretsManagerClient, arn: str, fake: FakeCekura) -> list[str]:
+    raw = sm.get_secret_value(SecretId=arn, VersionStage=CURRENT).get("SecretString")
+    key = _api_key(raw)
+    if key is None:
+        return ["1: AWSCURRENT holds no readable api_key"]
+    if not fake.is_live(key):
+        return [f"1: AWSCURRENT holds key {fake.key_id(key)}, which Cekura no longer accepts"]
+    project = _project_of(raw)
+    record = next((k for k in fake.all_keys() if k.id == fake.key_id(key)), None)
+    if project is not None and (record is None or record.project != project):
+        return [f"1: AWSCURRENT's key belongs to project {record and record.project}, not {project}"]
+    return []
+
+
+def _project_of(raw: str | None) -> int | None:
+    try:
+        document = json.loads(raw or "")
+    except ValueError:
+        return None
+    project = document.get("project_id") if isinstance(document, dict) else None
+    return project if isinstance(project, int) else None
+
+
+# -- 2. A retried rotation completes; no AWSPENDING is left off AWSCURRENT ----------------------
+
+
+def rotation_completed(all_versions: Iterable[Version], token: str) -> list[str]:
+    problems = []
+    by_id = {v.id: v for v in all_versions}
+    if CURRENT not in by_id.get(token, Version(token, (), None)).stages:
+        problems.append(f"2: the retried rotation {token[:8]} did not make its version AWSCURRENT")
+    problems += [
+        f"2: AWSPENDING is left on version {v.id[:8]}, which is not AWSCURRENT"
+        for v in by_id.values()
+        if PENDING in v.stages and CURRENT not in v.stages
+    ]
+    return problems
+
+
+# -- 3. At most one stray key per interrupted createSecret, its id logged when it was known ------
+
+
+def strays(fake: FakeCekura, project_id: int, all_versions: Iterable[Version]) -> list[KeyRecord]:
+    """Live rotator-made keys that no version of the secret holds."""
+    held = {fake.key_id(v.api_key) for v in all_versions if v.api_key}
+    return [k for k in rotator_keys(fake, project_id) if k.id not in held]
+
+
+def strays_accounted(found: list[KeyRecord], evidence: Evidence, log_text: str) -> list[str]:
+    problems = []
+    if len(found) > evidence.create_failures:
+        problems.append(
+            f"3: {len(found)} stray keys ({[k.id for k in found]}) but only "
+            f"{evidence.create_failures} interrupted createSecret attempts"
+        )
+    unlogged = [k.id for k in found if k.id not in logged_key_ids(log_text)]
+    if len(unlogged) > evidence.lost_answers:
+        problems.append(
+            f"3: stray keys {unlogged} are not in the logs, and only {evidence.lost_answers} "
+            "of Cekura's answers were lost"
+        )
+    return problems
+
+
+def no_strays_of(found: list[KeyRecord], token: str) -> list[str]:
+    """After a permissive-mode finishSecret swept: none of this rotation's strays is left."""
+    mine = [k.id for k in found if k.name.endswith(f"-{token[:8]}")]
+    return [f"3: strays {mine} of rotation {token[:8]} survived its sweep"] if mine else []
+
+
+# -- 4. No key material in any log line, exception, metric or return value ----------------------
+
+
+def key_material(texts: Iterable[str], secrets: Iterable[str]) -> list[str]:
+    """Every text that holds a key: any key-shaped string, or any minted key's random part."""
+    bodies = [s[len(KEY_PREFIX) :] for s in secrets if s.startswith(KEY_PREFIX)]
+    problems = []
+    for number, text in enumerate(texts):
+        shaped = _KEY_SHAPE.search(text)
+        hit = shaped.group(0) if shaped else next((b for b in bodies if b in text), None)
+        if hit:
+            at = text.find(hit)
+            context = text[max(0, at - 60) : at].replace(hit, "<KEY>")
+            problems.append(f"4: key material in output #{number} after {context!r}")
+    return problems
+
+
+# -- 5. Under grace with deletion permitted, at most two rotator-made keys live ----------------
+
+
+def grace_bound(fake: FakeCekura, project_id: int, evidence: Evidence) -> list[str]:
+    live = [k.id for k in rotator_keys(fake, project_id) if k.id not in evidence.excused_key_ids]
+    if len(live) > 2:
+        return [f"5: {len(live)} rotator-made keys live under grace: {live}"]
+    return []
+
+
+# -- 6. Bad input changes nothing -----------------------------------------------------------
+
+
+def snapshot(sm: SecretsManagerClient, arn: str, fake: FakeCekura) -> tuple[Any, ...]:
+    """The secret's labels and values, and the live keys and their names, at this moment."""
+    described = sm.describe_secret(SecretId=arn)
+    return (
+        described.get("RotationEnabled"),
+        described.get("RotationLambdaARN"),
+        sorted((v.id, v.stages, v.api_key) for v in versions(sm, arn)),
+        sorted((k.id, k.name, k.project) for k in fake.live_keys()),
+    )
+
+
+def unchanged(before: tuple[Any, ...], after: tuple[Any, ...]) -> list[str]:
+    names = ("rotation enabled", "rotation function", "versions", "live Cekura keys")
+    return [f"6: {name} changed" for name, b, a in zip(names, before, after, strict=True) if b != a]
+
+
+# -- bookkeeping ----------------------------------------------------------------------------
+
+
+def verify(ledger: Ledger, *checks: Callable[[], list[str]]) -> None:
+    """Run the checks, count them and their violations, and fail listing every violation."""
+    problems: list[str] = []
+    for check in checks:
+        ledger.invariant_checks += 1
+        problems += check()
+    ledger.invariant_violations += len(problems)
+    assert not problems, "invariants violated:\n" + "\n".join(problems)

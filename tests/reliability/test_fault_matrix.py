@@ -1,0 +1,298 @@
+"""Every step x every failure point, each followed by the retries Secrets Manager would make.
+
+Each scenario: a secret already rotated once (so AWSPREVIOUS exists and `grace` has a key to
+revoke), then a rotation during which one call fails at one step. Secrets Manager's retries
+follow (the failed step again, with the same token, then the steps after it) and every invariant
+is checked at the end. The scenario also pins down how the step fails: which typed error, or that
+the client's own retries absorbed the fault and the rotation went through without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pytest
+
+from cekura_rotator.errors import (
+    CekuraAuthError,
+    CekuraForbiddenError,
+    CekuraNotFoundError,
+    CekuraProtocolError,
+    CekuraRateLimitedError,
+    CekuraUnavailableError,
+    KeyValidationError,
+    OrphanKeyError,
+    RotationStateError,
+    SecretsStoreError,
+)
+from cekura_rotator.steps import Step
+from infra.local.fake_cekura import RouteName
+from tests.reliability.conftest import Ledger
+from tests.reliability.summary import is_full
+from tests.reliability.harness import (
+    AWS_ERRORS,
+    CEKURA_FAULTS,
+    AwsFault,
+    Harness,
+    LambdaDied,
+    Mode,
+    Rig,
+)
+
+Arm = Callable[[Harness], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One failure point. `expect`: the exact error the armed step raises first (None: the
+    rotation goes through without a failed step). `repeat`: how many attempts of the step get
+    the fault. `deletion_blocked`: Cekura refused or lied about a deletion, so invariant 5
+    (which assumes deletion works) and the stray sweep are not expected to hold."""
+
+    id: str
+    step: Step
+    arm: Arm = field(compare=False)
+    expect: type[BaseException] | None
+    policy: str = "grace"
+    mode: Mode = "spec"
+    repeat: int = 1
+    deletion_blocked: bool = False
+    crash_first_create: bool = False
+
+
+# -- Secrets Manager: each call of each step x each error ----------------------------------
+
+# (step, operation, how many earlier calls of it in the step pass, what that call does)
+AWS_POINTS: tuple[tuple[Step, str, int, str], ...] = (
+    (Step.CREATE, "DescribeSecret", 0, "guard"),
+    (Step.CREATE, "GetSecretValue", 0, "is-pending-stored"),
+    (Step.CREATE, "GetSecretValue", 1, "read-current"),
+    (Step.CREATE, "PutSecretValue", 0, "store-pending"),
+    (Step.SET, "DescribeSecret", 0, "guard"),
+    (Step.SET, "GetSecretValue", 0, "read-pending"),
+    (Step.TEST, "DescribeSecret", 0, "guard"),
+    (Step.TEST, "GetSecretValue", 0, "read-pending"),
+    (Step.FINISH, "DescribeSecret", 0, "guard"),
+    (Step.FINISH, "GetSecretValue", 0, "read-pending"),
+    (Step.FINISH, "GetSecretValue", 1, "read-version-to-revoke"),
+    (Step.FINISH, "UpdateSecretVersionStage", 0, "move-current"),
+    (Step.FINISH, "UpdateSecretVersionStage", 1, "remove-pending"),
+)
+
+
+def _aws_expect(step: Step, what: str, error: str) -> type[BaseException] | None:
+    if error != "not-found":
+        return SecretsStoreError
+    # Secrets Manager's "no such value" is an answer, not a failure, for reads.
+    if what == "is-pending-stored":
+        return None  # true here: nothing is stored yet, so minting is right
+    if what == "read-version-to-revoke":
+        return None  # the old version has no value: nothing to revoke (a warning says so)
+    if what.startswith("read-"):
+        return RotationStateError
+    return SecretsStoreError
+
+
+def _aws_arm(operation: str, skip: int, error: str) -> Arm:
+    return lambda h: h.rig.aws.arm(AwsFault(operation, error, skip=skip))
+
+
+def aws_cases(policies: Iterable[str], modes: Iterable[Mode]) -> list[Case]:
+    return [
+        Case(
+            id=f"aws-{mode}-{policy}-{step}-{what}-{error}",
+            step=step,
+            arm=_aws_arm(operation, skip, error),
+            expect=_aws_expect(step, what, error),
+            policy=policy,
+            mode=mode,
+            repeat=2,  # the first retry fails too
+            deletion_blocked=error == "not-found" and what == "read-version-to-revoke",
+        )
+        for policy in policies
+        for mode in modes
+        for step, operation, skip, what in AWS_POINTS
+        for error in AWS_ERRORS
+    ]
+
+
+# -- Cekura: each call x each fault ----------------------------------------------------------
+
+_UNAVAILABLE = CekuraUnavailableError
+CREATE_EXPECT: dict[str, type[BaseException] | None] = {
+    "429": None,  # retried: a 429 means nothing was created
+    "429-retry-after": None,
+    "429-persistent": CekuraRateLimitedError,
+    "500": _UNAVAILABLE,  # a POST is never repeated: it may have minted a key
+    "502": _UNAVAILABLE,
+    "503": _UNAVAILABLE,
+    "timeout": _UNAVAILABLE,
+    "dropped-connection": _UNAVAILABLE,
+    "lost-response": _UNAVAILABLE,
+    "malformed-json": CekuraProtocolError,
+    "201-without-key": OrphanKeyError,
+    "401": CekuraAuthError,
+    "403": CekuraForbiddenError,
+    "404": CekuraNotFoundError,
+}
+VALIDATE_EXPECT: dict[str, type[BaseException] | None] = {
+    "429": None,
+    "429-retry-after": None,
+    "429-persistent": CekuraRateLimitedError,
+    "500": _UNAVAILABLE,
+    "502": None,
+    "503": None,
+    "503-persistent": _UNAVAILABLE,
+    "timeout": None,  # a GET is retried after a timeout
+    "dropped-connection": None,
+    "malformed-json": None,  # validation reads only the status
+    "401": None,  # a new key may take a moment to be live everywhere
+    "401-persistent": KeyValidationError,
+    "403": KeyValidationError,
+    "404": CekuraNotFoundError,
+}
+# Revocation and the stray sweep run in finishSecret. A refusal (401, 403) means API keys may not
+# delete here: logged, not failed. A transient failure fails the step, so that Secrets Manager's
+# retry deletes the key instead of leaving it live and forgotten.
+DELETE_EXPECT: dict[str, type[BaseException] | None] = {
+    "429": None,
+    "429-retry-after": None,
+    "429-persistent": CekuraRateLimitedError,
+    "500": _UNAVAILABLE,
+    "502": None,
+    "503": None,
+    "503-persistent": _UNAVAILABLE,
+    "timeout": None,
+    "dropped-connection": None,
+    "lost-response": None,  # deleted, answer lost; the retry finds it gone
+    "malformed-json": None,  # a 204 has no body to be malformed
+    "401": None,
+    "403": None,
+    "404": None,  # "already gone" (here a lie, so the key stays live: deletion_blocked)
+}
+LIST_EXPECT = {**DELETE_EXPECT, "404": None, "malformed-json": None}
+del LIST_EXPECT["lost-response"]
+# Faults after which the key at stake cannot be deleted by the rotator.
+_BLOCKING = {"401", "403", "404", "malformed-json"}
+
+
+def _cekura_arm(route: RouteName, kind: str) -> Arm:
+    return lambda h: h.inject(route, CEKURA_FAULTS[kind])
+
+
+def cekura_cases(
+    route: RouteName,
+    step: Step,
+    expectations: dict[str, type[BaseException] | None],
+    *,
+    policies: Iterable[str],
+    modes: Iterable[Mode],
+    blocking: set[str] | frozenset[str] = frozenset(),
+    crash_first_create: bool = False,
+) -> list[Case]:
+    return [
+        Case(
+            id=f"cekura-{mode}-{policy}-{route}-{kind}",
+            step=step,
+            arm=_cekura_arm(route, kind),
+            expect=expect,
+            policy=policy,
+            mode=mode,
+            deletion_blocked=kind in blocking,
+            crash_first_create=crash_first_create,
+        )
+        for policy in policies
+        for mode in modes
+        for kind, expect in expectations.items()
+    ]
+
+
+def matrix(full: bool) -> list[Case]:
+    """The default subset, or with `full` every combination of policy and permission mode."""
+    both: tuple[Mode, ...] = ("spec", "permissive")
+    modes: tuple[Mode, ...] = both if full else ("spec",)
+    grace_and_immediate = ("grace", "immediate")
+    return [
+        *aws_cases(("grace", "immediate", "off") if full else ("grace",), ("permissive",)),
+        *(aws_cases(("grace",), ("spec",)) if full else []),
+        *cekura_cases("create", Step.CREATE, CREATE_EXPECT, policies=("grace",), modes=modes),
+        *cekura_cases("validate", Step.TEST, VALIDATE_EXPECT, policies=("grace",), modes=modes),
+        *cekura_cases(
+            "delete",
+            Step.FINISH,
+            DELETE_EXPECT,
+            policies=grace_and_immediate if full else ("grace",),
+            modes=("permissive",),
+            blocking=_BLOCKING,
+        ),
+        # A stray from a crashed createSecret gives the sweep something to list and delete.
+        *cekura_cases(
+            "list",
+            Step.FINISH,
+            LIST_EXPECT,
+            policies=grace_and_immediate if full else ("grace",),
+            modes=("permissive",),
+            blocking=_BLOCKING,
+            crash_first_create=True,
+        ),
+    ]
+
+
+DEFAULT, FULL = matrix(full=False), matrix(full=True)
+assert len({c.id for c in FULL}) == len(FULL), "scenario ids must be distinct"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        cases = FULL if is_full(metafunc.config) else DEFAULT
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+def test_fault_then_retries(case: Case, rig: Rig, ledger: Ledger) -> None:
+    # Given a secret rotated once, so that AWSPREVIOUS holds a key for `grace` to revoke
+    h = rig.harness(policy=case.policy, mode=case.mode)
+    h.rotate()
+    before = len(h.attempts)
+    token = h.start_rotation()
+
+    # When the fault hits its step (and, for `repeat`, the retries of that step), and Secrets
+    # Manager retries the failed step with the same token, then the steps after it
+    def arm(step: Step, attempt: int) -> None:
+        if case.crash_first_create and step is Step.CREATE and attempt == 0:
+            rig.aws.arm(AwsFault("PutSecretValue"))  # dies after minting, before storing
+        if step is case.step and attempt < case.repeat:
+            case.arm(h)
+
+    completed = h.drive(token, arm=arm)
+    ledger.scenarios += 1
+
+    # Then the rotation completed, the step failed the way it should (or not at all) ...
+    failures = [a for a in h.attempts[before:] if a.error and not isinstance(a.error, LambdaDied)]
+    assert completed, f"the rotation did not complete: {h.failures()}"
+    if case.expect is None:
+        assert not failures, f"expected no failed step, got {h.failures()}"
+        assert rig.fake.pending_faults() == 0, "the fault was never consumed"
+    else:
+        first = failures[0]
+        assert first.step is case.step
+        assert type(first.error) is case.expect, f"{case.expect.__name__} != {first.error!r}"
+    if case.id.startswith("aws-"):
+        assert rig.aws.fired, "the AWS fault never fired"
+    if "429-retry-after" in case.id:
+        assert 3.0 in rig.sleeps, "Retry-After was not honoured"
+    # ... and every invariant holds
+    permissive = case.mode == "permissive" and not case.deletion_blocked
+    h.check(
+        ledger,
+        completed=token,
+        swept=permissive and case.policy != "off",
+        grace_bound=permissive and case.policy == "grace",
+    )
+
+
+def test_matrix_is_large_enough() -> None:
+    # Given the default and the full matrix
+    # Then each holds at least the 40 distinct scenarios the issue asks for
+    assert len(DEFAULT) >= 40
+    assert len(FULL) > len(DEFAULT)
