@@ -18,7 +18,7 @@ from moto.server import ThreadedMotoServer
 
 from infra.local.fake_cekura import FakeCekura
 from infra.local.lambda_bridge import FUNCTION_ARN
-from infra.local.stack import DUMMY_CREDENTIALS, create_function, drop_stale_pending, secret_json
+from infra.local.stack import DUMMY_CREDENTIALS, create_function, enable_rotation, secret_json
 from tests.infra.conftest import SamBuild
 
 # Acts as Secrets Manager: one invocation per step, each must succeed.
@@ -76,13 +76,7 @@ def test_built_handler_rotates_a_secret_in_a_separate_interpreter(
             Name="artifact", SecretString=secret_json(issued.key, project, key_id=issued.id)
         )["ARN"]
         create_function(moto_url)
-        sm.rotate_secret(
-            SecretId=arn,
-            RotationLambdaARN=FUNCTION_ARN,
-            RotationRules={"AutomaticallyAfterDays": 30},
-            RotateImmediately=False,
-        )
-        drop_stale_pending(sm, arn)
+        enable_rotation(sm, arn)
         token = str(uuid.uuid4())
         # moto's own Lambda does nothing here: the steps run below, in the built artifact.
         sm.rotate_secret(SecretId=arn, RotationLambdaARN=FUNCTION_ARN, ClientRequestToken=token)
