@@ -10,6 +10,9 @@ PY := $(VENV)/bin/python
 TOOLS := $(VENV_TOOLS)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONDONTWRITEBYTECODE := 1
+# The Lambda code root and the repository root (for infra/), as pytest's `pythonpath` has them.
+RUN := PYTHONPATH=lambda:. $(PY)
+BUILD_DIR := .aws-sam/build
 
 .PHONY: help setup demo test lint typecheck unit infra-check reliability bench build clean
 
@@ -48,16 +51,20 @@ test: setup lint typecheck
 	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" TOOLS_BIN="$(abspath $(TOOLS))" $(PY) -m pytest -n 2 --dist loadgroup
 
 demo: $(VENV)/.stamp
-	$(PY) -m infra.local.demo
+	$(RUN) -m infra.local.demo
 
 reliability: $(VENV)/.stamp
 	$(PY) -m pytest tests/reliability -p no:randomly --reliability-full
 
 bench: setup
-	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" TOOLS_BIN="$(abspath $(TOOLS))" $(PY) -m infra.bench
+	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" TOOLS_BIN="$(abspath $(TOOLS))" $(RUN) -m infra.bench
 
+# Bytecode is compiled into the package: Lambda's code directory is read-only, so without it every
+# cold start compiles each module it imports (`make bench`: 851 ms -> 393 ms). unchecked-hash,
+# because SAM zips files with 1980 timestamps that timestamp-based .pyc files would never match.
 build: $(VENV_TOOLS)/.stamp
 	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" $(TOOLS)/sam build --config-file infra/samconfig.toml
+	$(PYTHON_RUNTIME) -m compileall -q -j0 --invalidation-mode unchecked-hash $(BUILD_DIR)/RotatorFunction
 
 clean:
 	rm -rf $(VENV) $(VENV_TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

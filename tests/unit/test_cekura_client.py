@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx
 import pytest
@@ -77,8 +78,6 @@ def test_get_gives_up_after_bounded_attempts(fake: FakeCekura, project: int, key
 
 def test_retries_never_sleep_past_the_deadline(fake: FakeCekura, project: int, key: str) -> None:
     # Given Cekura asks to come back in 30 s but the Lambda has 10 s left
-    import time
-
     fake.inject("validate", Fault(status=429, retry_after="30", times=5))
     sleeps: list[float] = []
     with pytest.raises(CekuraRateLimitedError):
@@ -206,3 +205,36 @@ def test_default_client_verifies_tls_and_ignores_the_environment(
     pool = http._transport._pool  # type: ignore[attr-defined]
     assert pool._ssl_context.verify_mode.name == "CERT_REQUIRED"
     assert http._mounts == {}
+
+
+def test_throttling_is_retried_past_max_attempts_until_the_deadline(
+    fake: FakeCekura, project: int, key: str
+) -> None:
+    # Given a fleet-wide throttle longer than the attempt count, and time left in the Lambda
+    fake.inject("create", Fault(status=429, retry_after="1", times=12))
+    sleeps: list[float] = []
+    # When a key is created, Then the client waits its turn and succeeds
+    deadline = time.monotonic() + 60
+    minted = client(fake, sleeps).create_key(key, name="n", project=project, deadline=deadline)
+    assert routes(fake, "create") == [429] * 12 + [201]
+    assert sleeps == [1.0] * 12
+    assert fake.is_live(minted.key)
+
+
+def test_throttling_stops_at_the_deadline_even_when_sleep_is_instant(
+    fake: FakeCekura, project: int, key: str
+) -> None:
+    fake.inject("validate", Fault(status=429, retry_after="5", times=100))
+    sleeps: list[float] = []
+    with pytest.raises(CekuraRateLimitedError):
+        client(fake, sleeps).validate(key, project_id=project, deadline=time.monotonic() + 30)
+    assert len(sleeps) == 5
+
+
+def test_without_a_deadline_throttling_counts_as_attempts(
+    fake: FakeCekura, project: int, key: str
+) -> None:
+    fake.inject("validate", Fault(status=429, retry_after="1", times=100))
+    with pytest.raises(CekuraRateLimitedError):
+        client(fake, []).validate(key, project_id=project)
+    assert len(routes(fake, "validate")) == 5
