@@ -224,9 +224,8 @@ def tracer_cost(stand: Stand) -> dict[str, Any] | str:
         "xray_import_s": statistics.median(float(r.result["tracer_xray_import_s"]) for r in runs),
         "import_s": statistics.median(float(r.result["tracer_import_s"]) for r in runs),
         "init_s": statistics.median(float(r.result["tracer_init_s"]) for r in runs),
-        "rss_delta_bytes": 1024 * statistics.median(
-            int(r.result["tracer_rss_delta_kb"]) for r in runs
-        ),
+        "rss_delta_bytes": 1024
+        * statistics.median(int(r.result["tracer_rss_delta_kb"]) for r in runs),
         "handler_import_s": statistics.median(r.import_s for r in runs),
     }
 
@@ -234,8 +233,8 @@ def tracer_cost(stand: Stand) -> dict[str, Any] | str:
 def hidden_modules(requirements: Path, *, allow: Iterable[str] = ()) -> list[str]:
     """Top-level modules installed here that the deployment package would not contain."""
     names = []
-    for line in requirements.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in requirements.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
         if line and not line.startswith("-"):
             names.append(Requirement(line).name)
     shipped = _closure_modules(names) | {"cekura_rotator", "infra"} | set(allow)

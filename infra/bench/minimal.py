@@ -62,7 +62,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> None:
     if PENDING not in stages:
         raise ValueError(f"version {token} is not AWSPENDING")
     if step == "createSecret":
-        _create(sm, http, base, arn, token, event.get("RotationToken"))
+        _create(sm, http, base, event)
     elif step == "testSecret":
         pending = _value(sm, arn, stage=PENDING, version=token)
         response = http.get(
@@ -84,14 +84,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> None:
     # setSecret: Cekura keys are live once created, so there is nothing to push.
 
 
-def _create(
-    sm: SecretsManagerClient,
-    http: httpx.Client,
-    base: str,
-    arn: str,
-    token: str,
-    rotation_token: str | None,
-) -> None:
+def _create(sm: SecretsManagerClient, http: httpx.Client, base: str, event: dict[str, Any]) -> None:
+    arn, token = event["SecretId"], event["ClientRequestToken"]
     # A retried createSecret must not mint a second key: a stored pending value ends the step.
     try:
         sm.get_secret_value(SecretId=arn, VersionId=token, VersionStage=PENDING)
@@ -109,8 +103,8 @@ def _create(
     minted = response.json()
     value = {**current, "api_key": minted["key"], "key_id": minted["id"]}
     kwargs: dict[str, Any] = {}
-    if rotation_token:
-        kwargs["RotationToken"] = rotation_token
+    if event.get("RotationToken"):
+        kwargs["RotationToken"] = event["RotationToken"]
     sm.put_secret_value(
         SecretId=arn,
         ClientRequestToken=token,

@@ -76,8 +76,11 @@ def build(workdir: Path) -> Package | str:
     # Unchecked-hash bytecode is used whatever the files' mtimes (zip rounds them to 2 s). A
     # child process, because compileall's worker pool would re-import this program's __main__.
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "-j", "0"]
-        + ["--invalidation-mode", "unchecked-hash", str(precompiled)],
+        [
+            sys.executable,
+            *("-m", "compileall", "-q", "-j", "0"),
+            *("--invalidation-mode", "unchecked-hash", str(precompiled)),
+        ],
         check=True,
         timeout=600,
     )
@@ -136,7 +139,9 @@ def _zipped_size(path: Path, archive: Path) -> int:
 
 def _top_entries(path: Path) -> list[tuple[str, int]]:
     sizes = [
-        (entry.name + "/", _tree_size(entry)) if entry.is_dir() else (entry.name, entry.stat().st_size)
+        (entry.name + "/", _tree_size(entry))
+        if entry.is_dir()
+        else (entry.name, entry.stat().st_size)
         for entry in path.iterdir()
     ]
     return sorted(sizes, key=lambda item: -item[1])[:TOP_ENTRIES]

@@ -19,7 +19,10 @@ from infra.bench import minimal
 from infra.bench.stand import AwsCallLog, Handler, Stand
 from infra.bench.stats import summary
 
-VARIANTS: dict[str, Handler] = {"handler": handler.lambda_handler, "minimal": minimal.lambda_handler}
+VARIANTS: dict[str, Handler] = {
+    "handler": handler.lambda_handler,
+    "minimal": minimal.lambda_handler,
+}
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 
 # The fewest calls a correct rotation can make, per step: (AWS, Cekura, why).
@@ -32,8 +35,11 @@ MINIMUM: dict[str, tuple[int, int, str]] = {
         "authorises the mint); PutSecretValue. Cekura: create",
     ),
     "setSecret": (1, 0, "DescribeSecret (guard); Cekura keys are live on creation"),
-    "testSecret": (2, 1, "DescribeSecret; GetSecretValue of the token (the key to test). "
-                   "Cekura: validate"),
+    "testSecret": (
+        2,
+        1,
+        "DescribeSecret; GetSecretValue of the token (the key to test). Cekura: validate",
+    ),
     "finishSecret": (
         3,
         0,
@@ -66,8 +72,8 @@ def measure_time(stand: Stand, rotations: int, firsts: int = 3) -> dict[str, Any
         for name in _turns(i):
             reset_clients()
             first[name].append(stand.rotate(arns[name], VARIANTS[name])[1])
-    for name in VARIANTS:
-        stand.rotate(arns[name], VARIANTS[name])  # the resets above also dropped this one's
+    for name, rotate in VARIANTS.items():
+        stand.rotate(arns[name], rotate)  # the resets above also dropped this one's clients
     for i in range(rotations):
         for name in _turns(i):
             bridge, seconds = stand.rotate(arns[name], VARIANTS[name])

@@ -31,22 +31,13 @@ STEP_TIMEOUT = 60.0
 
 def run(stand: Stand, count: int, rate: float | None) -> dict[str, Any]:
     """Rotate `count` fresh secrets concurrently; Cekura limited to `rate` requests/s (or not)."""
-    label = f"scale{count}-{'limited' if rate else 'free'}"
-    arns = stand.new_secrets(count, label)
+    arns = stand.new_secrets(count, f"scale{count}-{'limited' if rate else 'free'}")
     tokens = stand.start_rotations(arns)
     fake = stand.stack.fake
-    config = Config.from_env({"CEKURA_API_URL": fake.url})
-    # One session makes the clients (botocore sessions are not thread-safe); each client then
-    # has its own connection pool, as each container would.
+    # One session makes every container's client: botocore sessions are not thread-safe, and
+    # each new one would load the service model again. Each client has its own connection pool.
     session = boto3.Session()
-    logs = [AwsCallLog() for _ in range(count)]
-    rotators = []
-    cekura_clients = []
-    for log in logs:
-        client = session.client("secretsmanager")
-        client.meta.events.register("before-call.secrets-manager", log.hook)
-        cekura_clients.append(CekuraClient.from_config(config))
-        rotators.append(Rotator(config=config, store=SecretsStore(client), cekura=cekura_clients[-1]))
+    containers = [_Container(session, fake.url) for _ in range(count)]
     durations: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -60,8 +51,8 @@ def run(stand: Stand, count: int, rate: float | None) -> dict[str, Any]:
             for step in Step:
                 request = RotationRequest(step, arns[i], tokens[i])
                 deadline = time.monotonic() + STEP_TIMEOUT
-                rotators[i].run(request, deadline=deadline, function_arn=FUNCTION_ARN)
-        except Exception as e:  # noqa: BLE001  # every failure is a figure, not a crash
+                containers[i].rotator.run(request, deadline=deadline, function_arn=FUNCTION_ARN)
+        except Exception as e:  # every failure is a figure, not a crash
             with lock:
                 errors.append(f"{step}: {type(e).__name__}: {e}")
         else:
@@ -81,20 +72,19 @@ def run(stand: Stand, count: int, rate: float | None) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     finally:
         fake.rate_limit = None
+    for container in containers:
+        container.cekura.close()
     requests = fake.requests
     throttled = sum(1 for r in requests if r.status == 429)
     accepted = len(requests) - throttled
-    current = sum(stand.is_current(arn, token) for arn, token in zip(arns, tokens, strict=True))
-    for cekura in cekura_clients:
-        cekura.close()
     figures: dict[str, Any] = {
         "secrets": count,
         "rate": rate,
         "seconds": seconds,
-        "completed": current,
+        "completed": sum(stand.is_current(a, t) for a, t in zip(arns, tokens, strict=True)),
         "failed": len(errors),
         "errors": sorted(set(errors))[:3],
-        "aws_calls": sum(sum(log.calls.values()) for log in logs),
+        "aws_calls": sum(sum(c.aws.calls.values()) for c in containers),
         "cekura_requests": len(requests),
         "cekura_429": throttled,
         "cekura_accepted": accepted,
@@ -105,3 +95,16 @@ def run(stand: Stand, count: int, rate: float | None) -> dict[str, Any]:
         figures["lower_bound_s"] = accepted / rate
         figures["ratio"] = seconds / figures["lower_bound_s"]
     return figures
+
+
+class _Container:
+    """What one Lambda container holds: a Rotator with its own clients (and a call counter)."""
+
+    def __init__(self, session: boto3.Session, cekura_url: str) -> None:
+        # The production settings, not the local stack's shortened validate wait.
+        config = Config.from_env({"CEKURA_API_URL": cekura_url})
+        client = session.client("secretsmanager")
+        self.aws = AwsCallLog()
+        client.meta.events.register("before-call.secrets-manager", self.aws.hook)
+        self.cekura = CekuraClient.from_config(config)
+        self.rotator = Rotator(config=config, store=SecretsStore(client), cekura=self.cekura)

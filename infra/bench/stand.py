@@ -22,7 +22,6 @@ import boto3
 
 # Imported for its side effect: the rotator's logger must exist before open_stand mutes it.
 from cekura_rotator import handler as _handler  # noqa: F401
-from infra.local.fake_cekura import SeenRequest
 from infra.local.lambda_bridge import FUNCTION_ARN, REGION, LambdaBridge
 from infra.local.stack import LocalStack, enable_rotation, local_stack, secret_json
 
@@ -49,10 +48,6 @@ class Stand:
     driver: SecretsManagerClient
     project_id: int
     _names: Iterator[int] = field(default_factory=lambda: iter(range(1, 1_000_000)))
-
-    @property
-    def moto_url(self) -> str:
-        return self.stack.moto_url
 
     def new_secrets(self, count: int, label: str) -> list[str]:
         """Secrets with rotation enabled, each holding its own freshly issued key."""
@@ -121,18 +116,13 @@ class AwsCallLog:
     def install_on_default_session(self) -> None:
         """Hook the default session. Clients copy their session's hooks when they are made, so
         the rotator's clients must be created after this (the caller resets them)."""
-        boto3.DEFAULT_SESSION = None
-        boto3.setup_default_session()
-        assert boto3.DEFAULT_SESSION is not None
-        boto3.DEFAULT_SESSION.events.register("before-call.secrets-manager", self.hook)
+        session = boto3.Session()
+        session.events.register("before-call.secrets-manager", self.hook)
+        boto3.DEFAULT_SESSION = session
 
     @staticmethod
     def uninstall() -> None:
         boto3.DEFAULT_SESSION = None
-
-
-def by_route(requests: list[SeenRequest]) -> Counter[str]:
-    return Counter(f"{r.method} {r.route or r.path} {r.status}" for r in requests)
 
 
 @contextlib.contextmanager

@@ -275,12 +275,21 @@ class CekuraClient:
     def _should_stop(
         self, state: RetryCallState, policy: _RetryPolicy, started: float, deadline: float | None
     ) -> bool:
-        if state.attempt_number >= policy.max_attempts:
+        # At least the time slept has passed, even when an injected sleep does not advance the
+        # clock; without this a deadline-bounded retry would never end under a test's sleep.
+        wake = max(self._clock(), started + state.idle_for) + state.upcoming_sleep
+        if deadline is not None and wake + _DEADLINE_MARGIN >= deadline:
             return True
-        wake = self._clock() + state.upcoming_sleep
-        if policy.budget is not None and wake - started > policy.budget:
+        # A 429 means Cekura did nothing and says when to come back; it is not a fault. When a
+        # fleet rotates at once, each throttled request waits its turn behind the others (200
+        # secrets at 20 requests/s: up to ~30 turns, `make bench`), so a fixed count of attempts
+        # fails rotations that had time left. With a deadline to bound them, 429s are retried
+        # until it; without one, they count like any other failure.
+        if state.attempt_number >= policy.max_attempts and not (
+            deadline is not None and _throttled(state)
+        ):
             return True
-        return deadline is not None and wake + _DEADLINE_MARGIN >= deadline
+        return policy.budget is not None and wake - started > policy.budget
 
     def _raise_for(self, reply: _Reply, what: str, api_key: str) -> NoReturn:
         detail = _detail(reply, api_key)
@@ -301,6 +310,15 @@ class CekuraClient:
         elif error_type is CekuraError and 400 <= reply.status < 500:
             error_type = CekuraRequestError
         raise error_type(message, status=reply.status, detail=detail)
+
+
+def _throttled(state: RetryCallState) -> bool:
+    failure = state.outcome.exception() if state.outcome else None
+    return (
+        isinstance(failure, _Retryable)
+        and failure.reply is not None
+        and (failure.reply.status == 429)
+    )
 
 
 def _read_capped(response: httpx.Response) -> bytes:
