@@ -48,7 +48,7 @@ unit: $(VENV)/.stamp
 	$(PY) -m pytest tests/unit tests/integration
 
 test: setup lint typecheck
-	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" TOOLS_BIN="$(abspath $(TOOLS))" $(PY) -m pytest -n 2 --dist loadgroup
+	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" TOOLS_BIN="$(abspath $(TOOLS))" $(PY) -m pytest -n 2 --dist loadgroup -p tests.reliability.summary
 
 demo: $(VENV)/.stamp
 	$(RUN) -m infra.local.demo

@@ -20,6 +20,8 @@ from cekura_rotator.errors import (
     CekuraError,
     CekuraForbiddenError,
     CekuraMethodNotAllowedError,
+    CekuraRateLimitedError,
+    CekuraUnavailableError,
     EventError,
     KeyValidationError,
     OrphanKeyError,
@@ -39,6 +41,10 @@ from cekura_rotator.secrets_store import (
 
 # Cekura's answers that mean "API keys may not do this here" (the current spec's world).
 _REFUSALS = (CekuraAuthError, CekuraForbiddenError, CekuraMethodNotAllowedError)
+# Cekura failing for now (5xx, 429, timeouts, after the client's retries). Revocation and the
+# stray sweep fail the step on these, so that Secrets Manager's retry deletes the key: logging
+# them instead left a live key that no label pointed at any more (found by tests/reliability).
+_TRANSIENT = (CekuraUnavailableError, CekuraRateLimitedError)
 _TOKEN_TAG_CHARS = 8
 _MAX_KEY_NAME = 120
 
@@ -198,6 +204,9 @@ class Rotator:
                 deadline=ctx.deadline,
             )
         except OrphanKeyError as e:
+            # Logged before the delete: a Lambda killed during it (a slow Cekura, a timeout)
+            # would otherwise leave a live key whose id no log line names.
+            logger.warning("Cekura created a key it did not show; deleting it", key_id=e.key_id)
             self._delete(current.api_key, e.key_id, None, ctx, reason="unusable create answer")
             raise
         redactor.watch(minted.key)
@@ -330,19 +339,27 @@ class Rotator:
         if old.key_id in keep:
             logger.info("Old key is still in use by a kept version; not revoked", key_id=old.key_id)
             return
-        self._delete(new.api_key, old.key_id, old.key_name, ctx, reason=f"policy {self._policy}")
+        self._delete(
+            new.api_key,
+            old.key_id,
+            old.key_name,
+            ctx,
+            reason=f"policy {self._policy}",
+            raise_transient=True,
+        )
 
     @property
     def _policy(self) -> str:
         return self._config.revocation_policy.value
 
     def _try_read(self, arn: str, version_id: str) -> SecretValue | None:
-        """A version's value for revocation, which must never fail the rotation."""
-        try:
-            raw = self._store.read(arn, version_id=version_id)
-        except SecretsStoreError as e:
-            logger.warning("Could not read an old version", version_id=version_id, error=str(e))
-            return None
+        """A version's value for revocation; None when it has none or it does not parse.
+
+        A failed read (throttling, KMS, 5xx) raises: swallowing it skipped the revocation, and
+        under `grace` the key was then left live with no label pointing at it. Failing the step
+        lets Secrets Manager retry it, which is safe on either side of the AWSCURRENT move.
+        """
+        raw = self._store.read(arn, version_id=version_id)
         if raw is None:
             return None
         try:
@@ -360,16 +377,33 @@ class Rotator:
             return
         except CekuraError as e:
             logger.warning("Listing keys for strays failed", error=str(e))
+            if isinstance(e, _TRANSIENT):
+                raise  # retried by Secrets Manager: finishSecret re-runs the sweep
             return
         own_name = self._key_name(ctx)
         for key in keys:
             if key.name == own_name and key.id != new.key_id:
-                self._delete(new.api_key, key.id, key.name, ctx, reason="stray of this rotation")
+                self._delete(
+                    new.api_key,
+                    key.id,
+                    key.name,
+                    ctx,
+                    reason="stray of this rotation",
+                    raise_transient=True,
+                )
 
     def _delete(
-        self, api_key: str, key_id: int, key_name: str | None, ctx: _Context, *, reason: str
+        self,
+        api_key: str,
+        key_id: int,
+        key_name: str | None,
+        ctx: _Context,
+        *,
+        reason: str,
+        raise_transient: bool = False,
     ) -> None:
-        """Delete a key at Cekura. Never raises: revocation must not fail a rotation."""
+        """Delete a key at Cekura. A refusal or a wrong answer is logged, never raised; with
+        `raise_transient`, a transient failure raises so that the step is retried."""
         fields: dict[str, Any] = {"key_id": key_id, "key_name": key_name, "reason": reason}
         try:
             deleted = self._cekura.delete_key(api_key, key_id, deadline=ctx.deadline)
@@ -383,6 +417,11 @@ class Rotator:
             return
         except CekuraError as e:
             count("RevocationsFailed")
+            if raise_transient and isinstance(e, _TRANSIENT):
+                logger.warning(
+                    "Deleting a key failed; the step will be retried", error=str(e), **fields
+                )
+                raise
             logger.warning(
                 "Deleting a key failed; delete it in the dashboard", error=str(e), **fields
             )

@@ -64,10 +64,9 @@ def rig(
     make_world: Callable[..., World],
     logs: LogCapture,
     fake: FakeCekura,
-    ledger: Ledger,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Rig]:
-    built = Rig(make_world, logs, fake, ledger)
+    built = Rig(make_world, logs, fake)
     # Through the handler, steps run the active harness's rotator: its clients, no real sleeps.
     monkeypatch.setattr(handler, "rotator", lambda: built.active().rotator)
     yield built

@@ -1,12 +1,14 @@
 """Drives rotations the way Secrets Manager does, with faults and crashes injected on the way.
 
 Real parts wherever they can produce the behaviour: moto for Secrets Manager, the fake Cekura
-over real HTTP (its `Fault`s), the rotator's own clients. Two stand-ins, for what no real part
-can produce on demand:
+over real HTTP (its `Fault`s), the rotator's own clients. Stand-ins only for what no real part
+can produce on demand, or produce as AWS does:
 - `AwsFaults` stubs Secrets Manager's transport for one operation at a time, through botocore's
   event system on the rotator's client: moto cannot be told to throttle, deny KMS access or fail
   internally. Raising in `before-call` skips botocore's own retries, so each injected error is
   what the rotator sees after botocore gave up.
+- `refuse_overwrites_like_aws` corrects moto, which lets PutSecretValue overwrite a version's
+  value where AWS refuses.
 - `LambdaDied` is the Lambda being killed mid-step (timeout, out of memory). It is a
   BaseException, which no step catches, so no compensation runs, exactly as with a real kill.
 """
@@ -29,7 +31,8 @@ from cekura_rotator.secret_value import MintedKey
 from cekura_rotator.secrets_store import SecretsStore
 from cekura_rotator.steps import RotationRequest, Rotator, Step
 from infra.local.fake_cekura import FakeCekura, Fault, RouteName
-from infra.local.lambda_bridge import REGION, FakeLambdaContext
+from infra.local.lambda_bridge import ACCOUNT_ID, REGION, FakeLambdaContext
+from infra.local.stack import secret_json
 from tests.reliability import invariants
 from tests.reliability.invariants import Evidence
 
@@ -43,11 +46,11 @@ Mode = Literal["spec", "permissive"]
 STEPS = tuple(Step)
 
 # Cekura's read timeout in these tests, and a delay that outlasts it.
-READ_TIMEOUT = 0.2
-TIMEOUT_DELAY = 0.35
+READ_TIMEOUT = 0.25
+TIMEOUT_DELAY = 0.4
 
 
-class LambdaDied(BaseException):  # noqa: N818  # named for what happens, not as an error
+class LambdaDied(BaseException):  # named for what happens, not as an error
     """The Lambda was killed mid-step: nothing after this point of the step runs."""
 
 
@@ -99,10 +102,6 @@ class AwsFaults:
         self._armed.clear()
         self._die_after.clear()
 
-    @property
-    def armed(self) -> int:
-        return len(self._armed)
-
     def _before(self, model: Any, **_: Any) -> None:
         operation = str(model.name)
         fault = next((f for f in self._armed if f.operation == operation), None)
@@ -118,14 +117,7 @@ class AwsFaults:
             return
         if fault.error is None:
             raise LambdaDied(f"killed as {operation} began")
-        code, message, status = AWS_ERRORS[fault.error]
-        raise ClientError(
-            {
-                "Error": {"Code": code, "Message": message},
-                "ResponseMetadata": {"HTTPStatusCode": status},
-            },
-            operation,
-        )
+        raise _client_error(operation, *AWS_ERRORS[fault.error])
 
     def _after(self, model: Any, **_: Any) -> None:
         if str(model.name) in self._die_after:
@@ -133,11 +125,45 @@ class AwsFaults:
             raise LambdaDied(f"killed as {model.name} returned")
 
 
+def _client_error(operation: str, code: str, message: str, status: int) -> ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)
+
+
+def refuse_overwrites_like_aws(client: SecretsManagerClient) -> None:
+    """PutSecretValue with a token that names a version holding another value: AWS refuses
+    (ResourceExistsException), moto overwrites the value. Correct moto on the rotator's client,
+    so that a scenario cannot lose a stored key to a quirk AWS does not have."""
+
+    def check(params: dict[str, Any], **_: Any) -> None:
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        secrets = secretsmanager_backends[ACCOUNT_ID][REGION].secrets
+        try:
+            secret = secrets[params["SecretId"]]
+        except KeyError:
+            return
+        version = secret.versions.get(str(params.get("ClientRequestToken")))
+        stored = version.get("secret_string") if version else None
+        if stored is not None and stored != params.get("SecretString"):
+            raise _client_error(
+                "PutSecretValue",
+                "ResourceExistsException",
+                "You can't modify an existing version, you can only create a new version.",
+                400,
+            )
+
+    client.meta.events.register("before-parameter-build.secrets-manager.PutSecretValue", check)
+
+
 # -- Cekura faults and crashes ----------------------------------------------------------------
 
 CEKURA_FAULTS: dict[str, Fault] = {
     "429": Fault(status=429),
-    "429-retry-after": Fault(status=429, retry_after="3"),
+    "429-retry-after": Fault(status=429, retry_after="1"),
     "429-persistent": Fault(status=429, times=60),
     "500": Fault(status=500),
     "502": Fault(status=502),
@@ -161,7 +187,6 @@ class CrashableCekura(CekuraClient):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.crash_on: dict[str, int] = {}  # method -> calls to let through first
-        self.fired: list[str] = []
 
     def _maybe_die(self, method: str) -> None:
         if method not in self.crash_on:
@@ -170,7 +195,6 @@ class CrashableCekura(CekuraClient):
             self.crash_on[method] -= 1
             return
         del self.crash_on[method]
-        self.fired.append(method)
         raise LambdaDied(f"killed as Cekura {method} began")
 
     def create_key(
@@ -220,22 +244,24 @@ class Rig:
         make_world: Callable[..., World],
         logs: LogCapture,
         fake: FakeCekura,
-        ledger: Ledger,
         *,
         read_timeout: float = READ_TIMEOUT,
     ):
         self.make_world = make_world
         self.logs = logs
         self.fake = fake
-        self.ledger = ledger
         # The rotator's own client (faults attach to it); tests observe through the world's.
         self.store_client = boto3.client("secretsmanager", region_name=REGION)
         self.aws = AwsFaults(self.store_client)
+        refuse_overwrites_like_aws(self.store_client)
         self.sleeps: list[float] = []
         self._active: Harness | None = None
         # Backoff goes to `sleeps` instead of the clock, so retries cost no time.
         self.cekura = CrashableCekura(
-            base_url=fake.url, read_timeout=read_timeout, connect_timeout=1.0, sleep=self.sleeps.append
+            base_url=fake.url,
+            read_timeout=read_timeout,
+            connect_timeout=1.0,
+            sleep=self.sleeps.append,
         )
 
     def harness(
@@ -245,12 +271,10 @@ class Rig:
         mode: Mode = "spec",
         value: Callable[[str, int, int], str | bytes] | str | bytes | None = None,
     ) -> Harness:
-        from infra.local.stack import secret_json
-
         self.fake.mode = mode
-        world = self.make_world(
-            value or (lambda key, project, key_id: secret_json(key, project, key_id=key_id))
-        )
+        if value is None:
+            value = lambda key, project, key_id: secret_json(key, project, key_id=key_id)  # noqa: E731
+        world = self.make_world(value)
         self._active = Harness(self, world, policy)
         return self._active
 
@@ -258,6 +282,11 @@ class Rig:
         """The harness built last: the one the handler runs for."""
         assert self._active is not None, "no harness built yet"
         return self._active
+
+    def forget_logs(self) -> None:
+        """Drop what was logged so far (long runs would otherwise rescan it all the time)."""
+        self.logs.stream.seek(0)
+        self.logs.stream.truncate()
 
     def reset(self) -> None:
         """Between two worlds of one test: no fault or crash carries over."""
@@ -273,6 +302,7 @@ class Harness:
         self.rig = rig
         self.world = world
         self.evidence = Evidence()
+        self._first_minted = len(rig.fake.minted_secrets())
         self.attempts: list[Attempt] = []
         self.via_handler = False
         self._log_start = len(rig.logs.text)
@@ -298,6 +328,10 @@ class Harness:
     def project_id(self) -> int:
         return self.world.project_id
 
+    def minted(self) -> list[str]:
+        """Every key the fake made since this harness was built (this secret's, mostly)."""
+        return self.rig.fake.minted_secrets()[self._first_minted :]
+
     @property
     def log_text(self) -> str:
         """What the rotator logged since this harness was made."""
@@ -310,7 +344,9 @@ class Harness:
             validate_max_wait=2.0,
             read_timeout=READ_TIMEOUT,
         )
-        return Rotator(config=config, store=SecretsStore(self.rig.store_client), cekura=self.rig.cekura)
+        return Rotator(
+            config=config, store=SecretsStore(self.rig.store_client), cekura=self.rig.cekura
+        )
 
     def set_policy(self, policy: str) -> None:
         self.policy = policy
@@ -353,7 +389,9 @@ class Harness:
                 # A delayed request is still being served: let the fake finish it (it may mint
                 # a key), as it would have long before Secrets Manager's next retry.
                 time.sleep(self._settle)
-        self._settle = 0.0
+                self._settle = 0.0
+        if self.fake.pending_faults() == 0:
+            self._settle = 0.0
         self.attempts.append(Attempt(step, error))
         return error
 
@@ -393,7 +431,10 @@ class Harness:
         return token
 
     def failures(self) -> list[tuple[str, str]]:
-        return [(str(a.step), type(a.error).__name__) for a in self.attempts if a.error]
+        """(step, error) of every failed attempt, for assertion messages."""
+        return [
+            (str(a.step), f"{type(a.error).__name__}: {a.error}") for a in self.attempts if a.error
+        ]
 
     # -- checks ---------------------------------------------------------------------------------
 

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 CURRENT = "AWSCURRENT"
 PENDING = "AWSPENDING"
-PREVIOUS = "AWSPREVIOUS"
 ROTATOR_PREFIX = "rotator-"
 # Anything shaped like a fake Cekura key, whichever test minted it.
 _KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{6,}")
@@ -44,8 +43,8 @@ class Evidence:
     # Of those, the ones where Cekura's answer was lost or refused (timeout, dropped response,
     # malformed body): the rotator never learnt the key's id, so it cannot have logged it.
     lost_answers: int = 0
-    # Keys deliberately left live by someone else's decision (a person's edit of the secret,
-    # policy `off`): not the rotator's to count against the grace bound.
+    # Keys left live by someone else's doing (a person's edit of the secret that took the last
+    # label off a version, a rotation Secrets Manager abandoned): not counted by the grace bound.
     excused_key_ids: set[int] = field(default_factory=set)
 
     def output(self, value: object) -> None:
@@ -114,9 +113,9 @@ def current_is_live(sm: SecretsManagerClient, arn: str, fake: FakeCekura) -> lis
     if not fake.is_live(key):
         return [f"1: AWSCURRENT holds key {fake.key_id(key)}, which Cekura no longer accepts"]
     project = _project_of(raw)
-    record = next((k for k in fake.all_keys() if k.id == fake.key_id(key)), None)
-    if project is not None and (record is None or record.project != project):
-        return [f"1: AWSCURRENT's key belongs to project {record and record.project}, not {project}"]
+    key_id = fake.key_id(key)
+    if project is not None and not any(k.id == key_id for k in fake.all_keys(project)):
+        return [f"1: AWSCURRENT holds key {key_id}, which is not a key of project {project}"]
     return []
 
 
