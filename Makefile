@@ -20,8 +20,8 @@ help:
 	@echo "make demo         run three rotations on local stand-ins (moto server + fake Cekura)"
 	@echo "make test         lint, types, template checks and every test"
 	@echo "make reliability  the full fault matrix, random sequences and bad-input set"
-	@echo "make bench        benchmark figures (cold start, rotation time, calls, memory, scale)"
-	@echo "make build        sam build into .aws-sam/"
+	@echo "make bench        benchmark figures (cold start, production-shaped time and calls, package, memory, scale)"
+	@echo "make build        sam build into .aws-sam/ (plus bytecode)"
 
 $(VENV)/.stamp: requirements.txt requirements-dev.txt
 	rm -rf $(VENV)
@@ -57,13 +57,14 @@ reliability: $(VENV)/.stamp
 	$(PY) -m pytest tests/reliability -p no:randomly --reliability-full
 
 bench: setup
-	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" TOOLS_BIN="$(abspath $(TOOLS))" $(RUN) -m infra.bench
+	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" TOOLS_BIN="$(abspath $(TOOLS))" $(RUN) -m tools.bench
 
+# Plain `sam build` (samconfig.toml at the root names the manifest), then bytecode on top.
 # Bytecode is compiled into the package: Lambda's code directory is read-only, so without it every
 # cold start compiles each module it imports (`make bench`: 851 ms -> 393 ms). unchecked-hash,
 # because SAM zips files with 1980 timestamps that timestamp-based .pyc files would never match.
 build: $(VENV_TOOLS)/.stamp
-	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" $(TOOLS)/sam build --config-file infra/samconfig.toml
+	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" $(TOOLS)/sam build
 	$(PYTHON_RUNTIME) -m compileall -q -j0 --invalidation-mode unchecked-hash $(BUILD_DIR)/RotatorFunction
 
 clean:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
@@ -32,11 +33,12 @@ from cekura_rotator.errors import (
     CekuraUnavailableError,
     OrphanKeyError,
 )
-from cekura_rotator.secret_value import MintedKey
+from cekura_rotator.secret_value import MintedKey, fingerprint
 
 KEYS_PATH = "/user/api/v1/user-api-key/"
 VALIDATE_PATH = "/app/otel/validate/"
 AUTH_HEADER = "X-CEKURA-API-KEY"
+BEARER_HEADER = "Authorization"
 USER_AGENT = f"cekura-rotator/{__version__}"
 MAX_BODY_BYTES = 256 * 1024
 # Time kept back from the Lambda deadline so a failure is still reported, not cut off.
@@ -45,6 +47,45 @@ _DETAIL_CHARS = 300
 
 # A request that never left this machine cannot have created anything.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# `Retry-After: 0` (or a tiny value) would otherwise turn throttling into a busy loop.
+_MIN_THROTTLE_WAIT = 0.5
+# A throttled call is retried until the deadline, but never more often than this.
+_MAX_THROTTLED_ATTEMPTS = 30
+# Response fields whose value is a credential: never formatted into an error's text.
+_SECRET_FIELD = re.compile(r"key|token|secret|password|authorization|credential|session", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """How a request authenticates: an API key or a bearer token. `repr` never shows it."""
+
+    kind: Literal["api_key", "bearer"]
+    value: str = field(repr=False)
+
+    @classmethod
+    def api_key(cls, key: str) -> Credential:
+        """An API key, sent as `X-CEKURA-API-KEY`."""
+        return cls("api_key", key)
+
+    @classmethod
+    def bearer(cls, token: str) -> Credential:
+        """A bearer token (a dashboard session), sent as `Authorization: Bearer`."""
+        return cls("bearer", token)
+
+    @property
+    def fingerprint(self) -> str:
+        """How this credential is shown to a person."""
+        return fingerprint(self.value)
+
+    def headers(self) -> dict[str, str]:
+        if self.kind == "bearer":
+            return {BEARER_HEADER: f"Bearer {self.value}"}
+        return {AUTH_HEADER: self.value}
+
+
+def as_credential(credential: Credential | str) -> Credential:
+    """A bare string is an API key: the rotated secret's own key."""
+    return credential if isinstance(credential, Credential) else Credential.api_key(credential)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +113,7 @@ _CREATE = _RetryPolicy(frozenset({429}), _NOT_SENT)
 class _Call:
     method: str
     path: str
-    api_key: str = field(repr=False)
+    credential: Credential
     body: Mapping[str, Any] | None = None
     params: Mapping[str, str] | None = None
 
@@ -155,18 +196,25 @@ class CekuraClient:
         self._http.close()
 
     def create_key(
-        self, api_key: str, *, name: str, project: int, deadline: float | None = None
+        self,
+        credential: Credential | str,
+        *,
+        name: str,
+        project: int,
+        deadline: float | None = None,
     ) -> MintedKey:
         """Mint a project key; the response is the only time Cekura shows its secret."""
+        auth = as_credential(credential)
         body = {"name": name, "project": project}
-        reply = self._send(_Call("POST", KEYS_PATH, api_key, body=body), _CREATE, deadline)
-        if reply.status != 201:
-            self._raise_for(reply, "key creation", api_key)
-        return _minted_key(reply.json(), project=project)
+        reply = self._send(_Call("POST", KEYS_PATH, auth, body=body), _CREATE, deadline)
+        # 200 with a valid body is a created key too: refusing it would orphan a live key.
+        if reply.status not in {200, 201}:
+            self._raise_for(reply, "key creation", auth)
+        return _minted_key(reply.json(), project=project, status=reply.status)
 
     def validate(
         self,
-        api_key: str,
+        credential: Credential | str,
         *,
         project_id: int,
         deadline: float | None = None,
@@ -180,25 +228,32 @@ class CekuraClient:
         policy = _READ
         if activation_wait > 0:
             policy = _RetryPolicy(_READ.statuses | {401}, _READ.transport, 50, activation_wait)
+        auth = as_credential(credential)
         params = {"project_id": str(project_id)}
-        reply = self._send(_Call("GET", VALIDATE_PATH, api_key, params=params), policy, deadline)
+        reply = self._send(_Call("GET", VALIDATE_PATH, auth, params=params), policy, deadline)
         if reply.status != 200:
-            self._raise_for(reply, "key validation", api_key)
+            self._raise_for(reply, "key validation", auth)
 
-    def delete_key(self, api_key: str, key_id: int, *, deadline: float | None = None) -> bool:
+    def delete_key(
+        self, credential: Credential | str, key_id: int, *, deadline: float | None = None
+    ) -> bool:
         """Delete a key; True if deleted now, False if Cekura no longer had it."""
-        reply = self._send(_Call("DELETE", f"{KEYS_PATH}{key_id}/", api_key), _READ, deadline)
+        auth = as_credential(credential)
+        reply = self._send(_Call("DELETE", f"{KEYS_PATH}{key_id}/", auth), _READ, deadline)
         if reply.status in {200, 202, 204}:
             return True
         if reply.status == 404:
             return False
-        return self._raise_for(reply, f"deletion of key {key_id}", api_key)
+        return self._raise_for(reply, f"deletion of key {key_id}", auth)
 
-    def list_keys(self, api_key: str, *, deadline: float | None = None) -> list[KeyInfo]:
-        """The keys this key may see."""
-        reply = self._send(_Call("GET", KEYS_PATH, api_key), _READ, deadline)
+    def list_keys(
+        self, credential: Credential | str, *, deadline: float | None = None
+    ) -> list[KeyInfo]:
+        """The keys this credential may see."""
+        auth = as_credential(credential)
+        reply = self._send(_Call("GET", KEYS_PATH, auth), _READ, deadline)
         if reply.status != 200:
-            self._raise_for(reply, "key listing", api_key)
+            self._raise_for(reply, "key listing", auth)
         body = reply.json()
         items = body.get("results", body) if isinstance(body, dict) else body
         if not isinstance(items, list):
@@ -230,7 +285,7 @@ class CekuraClient:
         request = self._http.build_request(
             call.method,
             self._base_url + call.path,
-            headers={AUTH_HEADER: call.api_key},
+            headers=call.credential.headers(),
             json=call.body,
             params=call.params,
             timeout=self._timeout_until(deadline),
@@ -269,7 +324,9 @@ class CekuraClient:
         if isinstance(failure, _Retryable) and failure.reply is not None:
             retry_after = _retry_after(failure.reply.headers.get("retry-after"))
             if retry_after is not None:
-                return min(retry_after, self._retry_after_cap)
+                return max(_MIN_THROTTLE_WAIT, min(retry_after, self._retry_after_cap))
+            if failure.reply.status == 429:
+                return max(_MIN_THROTTLE_WAIT, backoff)
         return backoff
 
     def _should_stop(
@@ -289,10 +346,12 @@ class CekuraClient:
             deadline is not None and _throttled(state)
         ):
             return True
+        if state.attempt_number >= max(policy.max_attempts, _MAX_THROTTLED_ATTEMPTS):
+            return True
         return policy.budget is not None and wake - started > policy.budget
 
-    def _raise_for(self, reply: _Reply, what: str, api_key: str) -> NoReturn:
-        detail = _detail(reply, api_key)
+    def _raise_for(self, reply: _Reply, what: str, credential: Credential) -> NoReturn:
+        detail = _detail(reply, credential.value)
         message = f"Cekura refused {what}: HTTP {reply.status}" + (f": {detail}" if detail else "")
         error_type: type[CekuraError] = {
             400: CekuraRequestError,
@@ -357,21 +416,26 @@ def _detail(reply: _Reply, api_key: str) -> str:
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
         text = str(body["detail"])
     elif isinstance(body, dict):
+        # Only field-error lists (`{"field": ["..."]}`), and never a field named like a secret:
+        # an unexpected success body would otherwise put a fresh key into the error text.
         text = "; ".join(
-            f"{name}: {' '.join(map(str, msgs)) if isinstance(msgs, list) else msgs}"
+            f"{name}: {' '.join(str(m) for m in msgs)}"
             for name, msgs in body.items()
+            if isinstance(msgs, list)
+            and not _SECRET_FIELD.search(str(name))
+            and all(isinstance(m, str) for m in msgs)
         )
     else:
         return ""
     return text.replace(api_key, "***")[:_DETAIL_CHARS]
 
 
-def _minted_key(body: Any, *, project: int) -> MintedKey:
+def _minted_key(body: Any, *, project: int, status: int) -> MintedKey:
     if not isinstance(body, dict):
-        raise CekuraProtocolError("Cekura's created key is not a JSON object", status=201)
+        raise CekuraProtocolError("Cekura's created key is not a JSON object", status=status)
     key_id = body.get("id")
     if isinstance(key_id, bool) or not isinstance(key_id, int):
-        raise CekuraProtocolError("Cekura's created key has no integer 'id'", status=201)
+        raise CekuraProtocolError("Cekura's created key has no integer 'id'", status=status)
     key = body.get("key")
     if not isinstance(key, str) or not key:
         raise OrphanKeyError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +36,9 @@ class Config:
     read_timeout: float = 15.0
     validate_max_wait: float = 30.0
     retry_after_cap: float = 20.0
+    # The admin secret used when a rotated secret names none, and every one a secret may name.
+    admin_secret_arn: str | None = None
+    allowed_admin_secret_arns: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -48,7 +52,19 @@ class Config:
             read_timeout=_seconds(env, "CEKURA_READ_TIMEOUT", 15.0, upper=300),
             validate_max_wait=_seconds(env, "CEKURA_VALIDATE_MAX_WAIT", 30.0, upper=600),
             retry_after_cap=_seconds(env, "CEKURA_RETRY_AFTER_CAP", 20.0, upper=600),
+            admin_secret_arn=_arn(
+                env.get("CEKURA_ADMIN_SECRET_ARN", ""), "CEKURA_ADMIN_SECRET_ARN"
+            ),
+            allowed_admin_secret_arns=frozenset(
+                arn
+                for part in env.get("CEKURA_ALLOWED_ADMIN_SECRET_ARNS", "").split(",")
+                if (arn := _arn(part, "CEKURA_ALLOWED_ADMIN_SECRET_ARNS"))
+            ),
         )
+
+    def admin_allowed(self, arn: str) -> bool:
+        """Whether a rotated secret may name this admin secret."""
+        return arn == self.admin_secret_arn or arn in self.allowed_admin_secret_arns
 
 
 def parse_api_url(raw: str) -> str:
@@ -75,6 +91,20 @@ def parse_api_url(raw: str) -> str:
     if parts.scheme not in {"https", "http"}:
         raise ConfigError(f"CEKURA_API_URL must use https://, not {parts.scheme or 'no'} scheme")
     return raw.strip().rstrip("/")
+
+
+_SECRET_ARN = re.compile(
+    r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+"
+)
+
+
+def _arn(raw: str, name: str) -> str | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if not _SECRET_ARN.fullmatch(text):
+        raise ConfigError(f"{name} must hold Secrets Manager secret ARNs, got {text[:120]!r}")
+    return text
 
 
 def _is_loopback(host: str) -> bool:

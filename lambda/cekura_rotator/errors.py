@@ -51,13 +51,39 @@ class SecretFormatError(RotatorError):
     """A secret version's value is not in the documented format."""
 
 
+class AdminSecretError(RotatorError):
+    """The admin secret is not allowed, cannot be read, is badly formed, or Cekura refuses it."""
+
+
 class SecretsStoreError(RotatorError):
     """Secrets Manager refused or failed a call."""
+
+    # Answers that prove a write changed nothing. Only errors botocore does not retry qualify:
+    # after a retried throttle, 5xx or timeout, an earlier attempt may have been carried out.
+    _REJECTED = frozenset(
+        {
+            "AccessDeniedException",
+            "DecryptionFailure",
+            "EncryptionFailure",
+            "InvalidParameterException",
+            "InvalidRequestException",
+            "LimitExceededException",
+            "ParamValidationError",
+            "ResourceExistsException",
+            "ResourceNotFoundException",
+            "ValidationException",
+        }
+    )
 
     def __init__(self, message: str, *, code: str, operation: str):
         super().__init__(message)
         self.code = code
         self.operation = operation
+
+    @property
+    def rejected(self) -> bool:
+        """True when the call certainly did nothing."""
+        return self.code in self._REJECTED
 
 
 class CekuraError(RotatorError):
@@ -69,31 +95,39 @@ class CekuraError(RotatorError):
         self.detail = detail
 
 
-class CekuraAuthError(CekuraError):
-    """Cekura rejected the key (401)."""
+class CekuraRefusedError(CekuraError):
+    """Category: Cekura will not do this for this credential (401, 403, 405)."""
 
 
-class CekuraForbiddenError(CekuraError):
-    """Cekura refused the operation for this key (403)."""
+class CekuraTransientError(CekuraError):
+    """Category: Cekura failed for now (5xx, 429, timeouts); a later try may succeed."""
+
+
+class CekuraAuthError(CekuraRefusedError):
+    """Cekura rejected the credential (401)."""
+
+
+class CekuraForbiddenError(CekuraRefusedError):
+    """Cekura refused the operation for this credential (403)."""
+
+
+class CekuraMethodNotAllowedError(CekuraRefusedError):
+    """Cekura does not offer this operation here (405)."""
 
 
 class CekuraNotFoundError(CekuraError):
     """Cekura has no such resource (404)."""
 
 
-class CekuraMethodNotAllowedError(CekuraError):
-    """Cekura does not offer this operation here (405)."""
-
-
 class CekuraRequestError(CekuraError):
     """Cekura rejected the request's content (400 and other 4xx)."""
 
 
-class CekuraRateLimitedError(CekuraError):
+class CekuraRateLimitedError(CekuraTransientError):
     """Cekura kept answering 429 until retries ran out."""
 
 
-class CekuraUnavailableError(CekuraError):
+class CekuraUnavailableError(CekuraTransientError):
     """Cekura failed (5xx) or could not be reached, and retries ran out."""
 
 

@@ -9,13 +9,34 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config as BotoConfig
 
+from cekura_rotator import __version__
 from cekura_rotator.cekura import CekuraClient
 from cekura_rotator.config import Config
 from cekura_rotator.errors import RotatorError
 from cekura_rotator.observability import count, logger, metrics
 from cekura_rotator.secrets_store import SecretsStore
 from cekura_rotator.steps import RotationRequest, Rotator
+
+# Secrets Manager answers in milliseconds; botocore's defaults (60 s to connect, 60 s to read)
+# let one hung call eat a whole 60 s step before any retry. With these, the worst case for one
+# call is 3 attempts x (3 s + 10 s) plus standard mode's jittered backoff (< 1 s, then < 2 s):
+# about 42 s, which leaves the step time to report the failure instead of being killed. Standard
+# mode also retries throttling and transient 5xx answers, which legacy mode partly does not.
+SM_CONNECT_TIMEOUT = 3.0
+SM_READ_TIMEOUT = 10.0
+SM_MAX_ATTEMPTS = 3
+
+
+def secretsmanager_config() -> BotoConfig:
+    """The botocore configuration of the function's Secrets Manager client."""
+    return BotoConfig(
+        connect_timeout=SM_CONNECT_TIMEOUT,
+        read_timeout=SM_READ_TIMEOUT,
+        retries={"mode": "standard", "total_max_attempts": SM_MAX_ATTEMPTS},
+        user_agent_extra=f"cekura-rotator/{__version__}",
+    )
 
 
 @functools.cache
@@ -24,7 +45,7 @@ def rotator() -> Rotator:
     config = Config.from_env(os.environ)
     return Rotator(
         config=config,
-        store=SecretsStore(boto3.client("secretsmanager")),
+        store=SecretsStore(boto3.client("secretsmanager", config=secretsmanager_config())),
         cekura=CekuraClient.from_config(config),
     )
 

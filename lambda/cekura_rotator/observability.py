@@ -8,16 +8,36 @@ says they hold a secret, and any key value the rotator has seen in this containe
 from __future__ import annotations
 
 import json
+import os
 from collections import deque
+from collections.abc import Mapping
 from threading import Lock
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-SERVICE = "cekura-rotator"
-NAMESPACE = "CekuraRotator"
+# Fall-backs only: the template sets POWERTOOLS_SERVICE_NAME and POWERTOOLS_METRICS_NAMESPACE, and
+# its dashboard and alarms read the metrics under those names. Passing the code's values to
+# Powertools unconditionally would win over the environment and break that link silently.
+DEFAULT_SERVICE = "cekura-rotator"
+DEFAULT_NAMESPACE = "CekuraRotator"
 MASK = "***"
+
+
+def service_name(env: Mapping[str, str]) -> str:
+    """The Powertools service name: POWERTOOLS_SERVICE_NAME, else the code's default."""
+    return env.get("POWERTOOLS_SERVICE_NAME", "").strip() or DEFAULT_SERVICE
+
+
+def metrics_namespace(env: Mapping[str, str]) -> str:
+    """The metrics namespace: POWERTOOLS_METRICS_NAMESPACE, else the code's default."""
+    return env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or DEFAULT_NAMESPACE
+
+
+# Read once, at import: Lambda's environment is fixed for the life of the container.
+SERVICE = service_name(os.environ)
+NAMESPACE = metrics_namespace(os.environ)
 
 _SENSITIVE_FIELDS = frozenset(
     {

@@ -19,8 +19,9 @@ PROJECT_ID = "project_id"
 KEY_ID = "key_id"
 KEY_NAME = "key_name"
 CREATED_AT = "created_at"
+ADMIN_SECRET_ARN = "admin_secret_arn"  # noqa: S105  (a field name)
 
-_MAINTAINED = frozenset({API_KEY, PROJECT_ID, KEY_ID, KEY_NAME, CREATED_AT})
+_MAINTAINED = frozenset({API_KEY, PROJECT_ID, KEY_ID, KEY_NAME, CREATED_AT, ADMIN_SECRET_ARN})
 
 # Secrets Manager's limit for SecretString.
 MAX_SECRET_BYTES = 65_536
@@ -50,6 +51,7 @@ class SecretValue:
     key_id: int | None = None
     key_name: str | None = None
     created_at: str | None = None
+    admin_secret_arn: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     plain: bool = False
 
@@ -83,8 +85,14 @@ class SecretValue:
             key_id=_optional_int(doc, KEY_ID),
             key_name=_optional_str(doc, KEY_NAME),
             created_at=_optional_str(doc, CREATED_AT),
+            admin_secret_arn=_optional_str(doc, ADMIN_SECRET_ARN),
             extra={k: v for k, v in doc.items() if k not in _MAINTAINED},
         )
+
+    @property
+    def fingerprint(self) -> str:
+        """The key as a person may see it."""
+        return fingerprint(self.api_key)
 
     def require_project(self) -> int:
         """The project to mint for; raise when neither the secret nor the config names one."""
@@ -124,6 +132,7 @@ class SecretValue:
             KEY_ID: self.key_id,
             KEY_NAME: self.key_name,
             CREATED_AT: self.created_at,
+            ADMIN_SECRET_ARN: self.admin_secret_arn,
         }
         doc.update({k: v for k, v in maintained.items() if v is not None})
         doc.update(self.extra)

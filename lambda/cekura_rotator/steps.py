@@ -13,24 +13,31 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from cekura_rotator.cekura import CekuraClient
+from cekura_rotator.cekura import CekuraClient, Credential
 from cekura_rotator.config import Config, RevocationPolicy
+from cekura_rotator.credentials import AdminCredential, admin_arn_for, load_admin_credential
 from cekura_rotator.errors import (
+    AdminSecretError,
     CekuraAuthError,
     CekuraError,
     CekuraForbiddenError,
-    CekuraMethodNotAllowedError,
-    CekuraRateLimitedError,
-    CekuraUnavailableError,
+    CekuraRefusedError,
     EventError,
     KeyValidationError,
     OrphanKeyError,
     RotationStateError,
-    SecretFormatError,
     SecretsStoreError,
 )
 from cekura_rotator.observability import count, logger, redactor
-from cekura_rotator.secret_value import SecretValue
+from cekura_rotator.revocation import (
+    KEY_TAG_CHARS,
+    UNTESTED,
+    Revocation,
+    Revoker,
+    VersionReader,
+    owed_revocations,
+)
+from cekura_rotator.secret_value import MintedKey, SecretValue
 from cekura_rotator.secrets_store import (
     CURRENT,
     PENDING,
@@ -39,14 +46,9 @@ from cekura_rotator.secrets_store import (
     SecretsStore,
 )
 
-# Cekura's answers that mean "API keys may not do this here" (the current spec's world).
-_REFUSALS = (CekuraAuthError, CekuraForbiddenError, CekuraMethodNotAllowedError)
-# Cekura failing for now (5xx, 429, timeouts, after the client's retries). Revocation and the
-# stray sweep fail the step on these, so that Secrets Manager's retry deletes the key: logging
-# them instead left a live key that no label pointed at any more (found by tests/reliability).
-_TRANSIENT = (CekuraUnavailableError, CekuraRateLimitedError)
-_TOKEN_TAG_CHARS = 8
+_TOKEN_TAG_CHARS = KEY_TAG_CHARS
 _MAX_KEY_NAME = 120
+SELF = "self"  # revocation with the rotated key itself, not an admin credential
 
 
 class Step(StrEnum):
@@ -133,6 +135,7 @@ class Rotator:
         self._store = store
         self._cekura = cekura
         self._clock = clock
+        self._revoker = Revoker(store=store, cekura=cekura, clock=clock)
         self._steps: dict[Step, Callable[[_Context], str]] = {
             Step.CREATE: self._create,
             Step.SET: self._set,
@@ -192,101 +195,234 @@ class Rotator:
         current = self._read(ctx.arn, stage=CURRENT)
         project = current.require_project()
         current.check_room_for_rotation()
+        admin = self._admin(current)
+        if admin is not None and not admin.may_mint_for(project):
+            raise AdminSecretError(
+                f"admin secret {admin.arn} may not mint keys for project {project} "
+                f"(its 'projects': {sorted(admin.projects or ())})"
+            )
+        credential = admin.credential if admin else Credential.api_key(current.api_key)
         if current.plain:
             logger.warning(
                 "Plain-string secret: no key id is kept, so old keys cannot be revoked by id"
             )
-        try:
-            minted = self._cekura.create_key(
-                current.api_key,
-                name=self._key_name(ctx),
-                project=project,
-                deadline=ctx.deadline,
-            )
-        except OrphanKeyError as e:
-            # Logged before the delete: a Lambda killed during it (a slow Cekura, a timeout)
-            # would otherwise leave a live key whose id no log line names.
-            logger.warning("Cekura created a key it did not show; deleting it", key_id=e.key_id)
-            self._delete(current.api_key, e.key_id, None, ctx, reason="unusable create answer")
-            raise
-        redactor.watch(minted.key)
-        count("KeysMinted")
-        logger.info("Minted key", key_id=minted.id, key_name=minted.name, project_id=project)
+        minted = self._mint(ctx, credential, admin, project)
+        value = current.rotated(minted).render()
         try:
             self._store.put_pending(
-                ctx.arn,
-                token=ctx.token,
-                value=current.rotated(minted).render(),
-                rotation_token=ctx.request.rotation_token,
+                ctx.arn, token=ctx.token, value=value, rotation_token=ctx.request.rotation_token
             )
-        except SecretsStoreError:
-            self._delete(current.api_key, minted.id, minted.name, ctx, reason="store failed")
+        except SecretsStoreError as e:
+            if e.rejected:
+                self._discard(ctx, credential, minted.id, reason="store refused")
+                raise
+            # The write may have happened (an answer lost after it): deleting the key could
+            # leave AWSPENDING holding a dead key that every retry then tests for ever.
+            if self._store.read(ctx.arn, stage=PENDING, version_id=ctx.token) == value:
+                logger.info("The new key was stored although the call reported a failure")
+                return f"stored key {minted.id} as AWSPENDING"
+            # Kept: a retry finds it stored, or mints again and a later sweep deletes this one.
+            logger.warning(
+                "Storing the new key may have failed; the key is kept (a stray if not stored)",
+                key_id=minted.id,
+                key_name=minted.name,
+                error_code=e.code,
+            )
             raise
         return f"stored key {minted.id} as AWSPENDING"
 
     def _set(self, ctx: _Context) -> str:
-        if ctx.already_current:
-            return "already current"
-        # Cekura keys are live on creation: nothing to push, only prove the value is usable.
-        pending = self._token_value(ctx)
-        pending.require_project()
-        return "pending value is well-formed"
+        # Cekura keys are live on creation: there is nothing to push. testSecret reads and
+        # checks the pending value; reading it here too would only add a call.
+        return "already current" if ctx.already_current else "nothing to set at Cekura"
 
     def _test(self, ctx: _Context) -> str:
         if ctx.already_current:
             return "already current"
         raw = self._store.read(ctx.arn, stage=PENDING, version_id=ctx.token)
         if raw is None:
-            # RotateSecret with RotateImmediately=False tests the configuration: there is no new
-            # key yet, so prove that the current key works.
-            logger.info("No pending value: testing the current key (configuration check)")
-            pending = self._read(ctx.arn, stage=CURRENT)
-        else:
-            pending = self._parse(raw)
-        project = pending.require_project()
-        wait = self._config.validate_max_wait
-        try:
-            self._cekura.validate(
-                pending.api_key, project_id=project, deadline=ctx.deadline, activation_wait=wait
-            )
-        except CekuraAuthError as e:
-            raise KeyValidationError(
-                f"Cekura does not accept the pending key {pending.key_id or ''} "
-                f"(HTTP 401 for {wait:g}s): {e.detail or 'no detail'}".replace("  ", " ")
-            ) from e
-        except CekuraForbiddenError as e:
-            raise KeyValidationError(
-                f"the pending key does not belong to project {project} (HTTP 403): "
-                f"{e.detail or 'no detail'}"
-            ) from e
+            # Either RotateSecret's configuration check (RotateImmediately=False: the pending
+            # version has no value), or a read not yet consistent with createSecret's write.
+            # Prove the configuration with the current key, and mark the version so that a
+            # finishSecret, if one ever comes, tests the pending key itself before promoting it.
+            self._validate(ctx, self._read(ctx.arn, stage=CURRENT), what="current key")
+            self._mark_untested(ctx)
+            return "no pending value: the current key works (configuration check)"
+        project = self._validate(ctx, self._parse(raw), what="pending key")
         return f"pending key works for project {project}"
 
     def _finish(self, ctx: _Context) -> str:
         new = self._token_value(ctx)
-        policy = self._config.revocation_policy
-        superseded: str | None
-        if ctx.already_current:
-            # A retry after AWSCURRENT moved: only what follows the move may be left to do.
-            superseded = ctx.secret.version_with(PREVIOUS)
-        else:
+        versions = dict(ctx.secret.versions)
+        if not ctx.already_current:
+            if UNTESTED in versions.get(ctx.token, ()):
+                self._validate(ctx, new, what="pending key")
             superseded = ctx.secret.version_with(CURRENT)
-            if policy is RevocationPolicy.GRACE:
-                # Before the move AWSPREVIOUS still names the key two rotations old; deleting it
-                # first keeps this step re-runnable (afterwards no label would point at it).
-                self._revoke(ctx, ctx.secret.version_with(PREVIOUS), new, keep_version=superseded)
+            versions = self._revoker.record(ctx.arn, versions, self._to_retire(ctx, new))
             self._store.move_stage(
                 ctx.arn, stage=CURRENT, to_version=ctx.token, from_version=superseded
             )
+            versions = _after_current_moved(versions, to=ctx.token, old=superseded)
             logger.info("AWSCURRENT moved", previous_version=superseded)
-        if PENDING in ctx.secret.stages_of(ctx.token):
-            self._store.move_stage(ctx.arn, stage=PENDING, to_version=None, from_version=ctx.token)
-        if policy is RevocationPolicy.IMMEDIATE:
-            self._revoke(ctx, superseded, new, keep_version=None)
-        if policy is not RevocationPolicy.OFF:
-            self._sweep_strays(ctx, new)
+        versions = self._tidy_labels(ctx, versions)
+        owed = len(owed_revocations(versions))
+        if self._config.revocation_policy is not RevocationPolicy.OFF:
+            job = self._revocation(ctx, new, versions)
+            reader = VersionReader(self._store, ctx.arn)
+            reader.remember(ctx.token, new)
+            owed = self._revoker.settle(job, reader)
+            self._revoker.sweep(job, reader)
+        count("RevocationsOwed", owed)
+        if owed:
+            logger.warning("Revocations are owed", owed=owed)
         return "already current" if ctx.already_current else "AWSCURRENT moved to the new key"
 
+    # -- createSecret's parts -----------------------------------------------------------------
+
+    def _mint(
+        self, ctx: _Context, credential: Credential, admin: AdminCredential | None, project: int
+    ) -> MintedKey:
+        try:
+            minted = self._cekura.create_key(
+                credential, name=self._key_name(ctx), project=project, deadline=ctx.deadline
+            )
+        except OrphanKeyError as e:
+            # Logged before the delete: a Lambda killed during it (a slow Cekura, a timeout)
+            # would otherwise leave a live key whose id no log line names.
+            logger.warning("Cekura created a key it did not show; deleting it", key_id=e.key_id)
+            self._discard(ctx, credential, e.key_id, reason="unusable create answer")
+            raise
+        except CekuraRefusedError as e:
+            if admin is None:
+                raise
+            raise AdminSecretError(
+                f"Cekura refuses the credential of admin secret {admin.arn} "
+                f"(HTTP {e.status}): {e.detail or 'no detail'}"
+            ) from e
+        redactor.watch(minted.key)
+        count("KeysMinted")
+        logger.info("Minted key", key_id=minted.id, key_name=minted.name, project_id=project)
+        return minted
+
+    def _discard(self, ctx: _Context, credential: Credential, key_id: int, *, reason: str) -> None:
+        """Delete a key this step minted and cannot keep; on failure, its id is in the log."""
+        fields: dict[str, Any] = {"key_id": key_id, "reason": reason}
+        try:
+            deleted = self._cekura.delete_key(credential, key_id, deadline=ctx.deadline)
+        except CekuraRefusedError as e:
+            count("RevocationsRefused")
+            logger.warning(
+                "Cekura does not let this credential delete keys; delete this key in the dashboard",
+                status=e.status,
+                **fields,
+            )
+            return
+        except CekuraError as e:
+            count("RevocationsFailed")
+            logger.warning("Deleting a key failed; delete it by hand", error=str(e), **fields)
+            return
+        if deleted:
+            count("KeysRevoked")
+            logger.info("Deleted key", **fields)
+
+    # -- testSecret's parts -------------------------------------------------------------------
+
+    def _validate(self, ctx: _Context, value: SecretValue, *, what: str) -> int:
+        """Prove with Cekura that the key works for the secret's project; return the project."""
+        project = value.require_project()
+        wait = self._config.validate_max_wait
+        try:
+            self._cekura.validate(
+                value.api_key, project_id=project, deadline=ctx.deadline, activation_wait=wait
+            )
+        except CekuraAuthError as e:
+            raise KeyValidationError(
+                f"Cekura does not accept the {what} {value.key_id or ''} "
+                f"(HTTP 401 for {wait:g}s): {e.detail or 'no detail'}".replace("  ", " ")
+            ) from e
+        except CekuraForbiddenError as e:
+            raise KeyValidationError(
+                f"the {what} does not belong to project {project} (HTTP 403): "
+                f"{e.detail or 'no detail'}"
+            ) from e
+        return project
+
+    def _mark_untested(self, ctx: _Context) -> None:
+        holder = ctx.secret.version_with(UNTESTED)
+        if holder == ctx.token:
+            return
+        self._store.move_stage(ctx.arn, stage=UNTESTED, to_version=ctx.token, from_version=holder)
+
+    # -- finishSecret's parts -----------------------------------------------------------------
+
+    def _to_retire(self, ctx: _Context, new: SecretValue) -> list[str]:
+        """The versions whose keys this rotation's policy owes a revocation, before the move."""
+        policy = self._config.revocation_policy
+        if policy is RevocationPolicy.OFF:
+            return []
+        if new.plain:
+            logger.warning(
+                "Plain-string secret: old keys have no key id and are not revoked; delete them "
+                "in the dashboard"
+            )
+            return []
+        current = ctx.secret.version_with(CURRENT)
+        if policy is RevocationPolicy.GRACE:
+            # grace keeps the key being superseded for one period: its predecessor goes now.
+            version, excluded = ctx.secret.version_with(PREVIOUS), {ctx.token, current}
+        else:
+            version, excluded = current, {ctx.token}
+        return [version] if version is not None and version not in excluded else []
+
+    def _tidy_labels(
+        self, ctx: _Context, versions: dict[str, tuple[str, ...]]
+    ) -> dict[str, tuple[str, ...]]:
+        """After the move: the labels no reader may follow to a key on its way out."""
+        removals: list[tuple[str, str]] = [
+            (label, ctx.token) for label in (PENDING, UNTESTED) if label in versions[ctx.token]
+        ]
+        previous = next((v for v, s in versions.items() if PREVIOUS in s), None)
+        if (
+            self._config.revocation_policy is RevocationPolicy.IMMEDIATE
+            and previous is not None
+            and any(o.version_id == previous for o in owed_revocations(versions))
+        ):
+            # Under `immediate` the superseded key is revoked now: AWSPREVIOUS must not point a
+            # fallback reader at it, and no labelled key is ever revoked.
+            removals.append((PREVIOUS, previous))
+        for label, version in removals:
+            self._store.move_stage(ctx.arn, stage=label, to_version=None, from_version=version)
+            versions[version] = tuple(s for s in versions[version] if s != label)
+        return versions
+
+    def _revocation(
+        self, ctx: _Context, new: SecretValue, versions: dict[str, tuple[str, ...]]
+    ) -> Revocation:
+        credential: Credential | None = Credential.api_key(new.api_key)
+        credential_id = SELF
+        try:
+            arn = admin_arn_for(new, self._config)
+            if arn is not None:
+                credential_id, credential = arn, None
+                credential = load_admin_credential(self._store, arn).credential
+        except AdminSecretError as e:
+            # Only revocation needs it here: the rotation itself goes on, the debts stay owed.
+            logger.warning("Admin credential unavailable for revocation", error=e.message)
+        return Revocation(
+            arn=ctx.arn,
+            versions=versions,
+            credential=credential,
+            credential_id=credential_id,
+            project=new.require_project(),
+            key_stem=None if new.plain else self._key_stem(ctx),
+            deadline=ctx.deadline,
+        )
+
     # -- helpers ----------------------------------------------------------------------------
+
+    def _admin(self, value: SecretValue) -> AdminCredential | None:
+        arn = admin_arn_for(value, self._config)
+        return load_admin_credential(self._store, arn) if arn is not None else None
 
     def _read(self, arn: str, *, stage: str, version_id: str | None = None) -> SecretValue:
         raw = self._store.read(arn, stage=stage, version_id=version_id)
@@ -305,132 +441,30 @@ class Rotator:
             ctx.arn, stage=CURRENT if ctx.already_current else PENDING, version_id=ctx.token
         )
 
-    def _key_name(self, ctx: _Context) -> str:
-        """`<prefix>-<secret name>-<first 8 of token>`: a stray key leads back to its rotation."""
-        tag = ctx.token[:_TOKEN_TAG_CHARS]
-        room = _MAX_KEY_NAME - len(self._config.key_name_prefix) - len(tag) - 2
+    def _key_stem(self, ctx: _Context) -> str:
+        """`<prefix>-<secret name>-`: every key minted for this secret starts so."""
+        room = _MAX_KEY_NAME - len(self._config.key_name_prefix) - _TOKEN_TAG_CHARS - 2
         secret_name = re.sub(r"[^A-Za-z0-9_.@/+=-]", "_", ctx.secret.name)[:room]
-        return f"{self._config.key_name_prefix}-{secret_name}-{tag}"
+        return f"{self._config.key_name_prefix}-{secret_name}-"
 
-    def _revoke(
-        self,
-        ctx: _Context,
-        version_id: str | None,
-        new: SecretValue,
-        *,
-        keep_version: str | None,
-    ) -> None:
-        """Delete the key held by `version_id`, unless another kept version holds it too."""
-        if version_id is None or version_id == ctx.token:
-            return
-        old = self._try_read(ctx.arn, version_id)
-        if old is None or old.key_id is None:
-            count("RevocationsImpossible")
-            logger.warning(
-                "Old key has no key id, so it cannot be revoked; delete it in the Cekura dashboard",
-                version_id=version_id,
-                key_name=old.key_name if old else None,
-            )
-            return
-        keep = {new.key_id}
-        if keep_version is not None:
-            kept = self._try_read(ctx.arn, keep_version)
-            keep.add(kept.key_id if kept else None)
-        if old.key_id in keep:
-            logger.info("Old key is still in use by a kept version; not revoked", key_id=old.key_id)
-            return
-        self._delete(
-            new.api_key,
-            old.key_id,
-            old.key_name,
-            ctx,
-            reason=f"policy {self._policy}",
-            raise_transient=True,
-        )
+    def _key_name(self, ctx: _Context) -> str:
+        """`<stem><first 8 of token>`: a stray key leads back to its secret and rotation."""
+        return self._key_stem(ctx) + ctx.token[:_TOKEN_TAG_CHARS]
 
-    @property
-    def _policy(self) -> str:
-        return self._config.revocation_policy.value
 
-    def _try_read(self, arn: str, version_id: str) -> SecretValue | None:
-        """A version's value for revocation; None when it has none or it does not parse.
-
-        A failed read (throttling, KMS, 5xx) raises: swallowing it skipped the revocation, and
-        under `grace` the key was then left live with no label pointing at it. Failing the step
-        lets Secrets Manager retry it, which is safe on either side of the AWSCURRENT move.
-        """
-        raw = self._store.read(arn, version_id=version_id)
-        if raw is None:
-            return None
-        try:
-            return SecretValue.parse(raw, default_project_id=self._config.default_project_id)
-        except SecretFormatError as e:
-            logger.warning("An old version is not readable", version_id=version_id, error=str(e))
-            return None
-
-    def _sweep_strays(self, ctx: _Context, new: SecretValue) -> None:
-        """Delete keys an interrupted createSecret of this rotation minted but never stored."""
-        try:
-            keys = self._cekura.list_keys(new.api_key, deadline=ctx.deadline)
-        except _REFUSALS:
-            logger.info("Cekura does not let API keys list keys; strays were logged at mint time")
-            return
-        except CekuraError as e:
-            logger.warning("Listing keys for strays failed", error=str(e))
-            if isinstance(e, _TRANSIENT):
-                raise  # retried by Secrets Manager: finishSecret re-runs the sweep
-            return
-        own_name = self._key_name(ctx)
-        for key in keys:
-            if key.name == own_name and key.id != new.key_id:
-                self._delete(
-                    new.api_key,
-                    key.id,
-                    key.name,
-                    ctx,
-                    reason="stray of this rotation",
-                    raise_transient=True,
-                )
-
-    def _delete(
-        self,
-        api_key: str,
-        key_id: int,
-        key_name: str | None,
-        ctx: _Context,
-        *,
-        reason: str,
-        raise_transient: bool = False,
-    ) -> None:
-        """Delete a key at Cekura. A refusal or a wrong answer is logged, never raised; with
-        `raise_transient`, a transient failure raises so that the step is retried."""
-        fields: dict[str, Any] = {"key_id": key_id, "key_name": key_name, "reason": reason}
-        try:
-            deleted = self._cekura.delete_key(api_key, key_id, deadline=ctx.deadline)
-        except _REFUSALS as e:
-            count("RevocationsRefused")
-            logger.warning(
-                "Cekura does not let API keys delete keys; delete this key in the dashboard",
-                status=e.status,
-                **fields,
-            )
-            return
-        except CekuraError as e:
-            count("RevocationsFailed")
-            if raise_transient and isinstance(e, _TRANSIENT):
-                logger.warning(
-                    "Deleting a key failed; the step will be retried", error=str(e), **fields
-                )
-                raise
-            logger.warning(
-                "Deleting a key failed; delete it in the dashboard", error=str(e), **fields
-            )
-            return
-        if deleted:
-            count("KeysRevoked")
-            logger.info("Deleted key", **fields)
-        else:
-            logger.info("Key was already gone", **fields)
+def _after_current_moved(
+    versions: Mapping[str, tuple[str, ...]], *, to: str, old: str | None
+) -> dict[str, tuple[str, ...]]:
+    """The labels after AWSCURRENT moved, as Secrets Manager moves AWSPREVIOUS along with it."""
+    moved = {}
+    for version, stages in versions.items():
+        kept = [s for s in stages if s not in {CURRENT, PREVIOUS}]
+        if version == to:
+            kept.append(CURRENT)
+        if version == old:
+            kept.append(PREVIOUS)
+        moved[version] = tuple(kept)
+    return moved
 
 
 def _unqualified(function_arn: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -252,12 +253,19 @@ def test_function_uses_the_explicit_role_only(template: dict[str, Any]) -> None:
     assert props["FunctionName"] == {"Fn::Sub": FUNCTION_NAME_SUB}
 
 
+def _is_admin_read(statement: dict[str, Any]) -> bool:
+    """The one Secrets Manager grant without the rotation condition: reading admin secrets."""
+    return statement.get("Sid") == "ReadNamedAdminSecrets"
+
+
 def test_secretsmanager_access_requires_this_function_as_rotator(template: dict[str, Any]) -> None:
-    # Given every identity-policy statement that mentions a Secrets Manager action
+    # Given every identity-policy statement that mentions a Secrets Manager action, except the
+    # admin-secret read (checked on its own below)
     statements = [
         (logical_id, statement)
         for logical_id, statement in _identity_statements(template)
         if any(str(a).lower().startswith("secretsmanager:") for a in _as_list(statement["Action"]))
+        and not _is_admin_read(statement)
     ]
     assert statements, "no Secrets Manager statement found: the role cannot rotate"
     for logical_id, statement in sorted(statements, key=_statement_sort_key):
@@ -277,6 +285,73 @@ def test_secretsmanager_access_requires_this_function_as_rotator(template: dict[
             "secretsmanager:PutSecretValue",
             "secretsmanager:UpdateSecretVersionStage",
         }
+
+
+def _role_statements(stack: Deployment) -> list[dict[str, Any]]:
+    role = stack.resources()["RotatorRole"]["Properties"]
+    return [
+        statement
+        for policy in role["Policies"]
+        for statement in _as_list(policy["PolicyDocument"]["Statement"])
+    ]
+
+
+def test_admin_secrets_are_readable_exactly_as_named_and_not_at_all_by_default(
+    template: dict[str, Any],
+) -> None:
+    admin = [
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:cekura/admin-AbCdEf",
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:cekura/admin-2-GhIjKl",
+    ]
+    # Given the stack without AdminSecretArns, and with two admin secrets
+    default = deployment(template)
+    given = deployment(template, AdminSecretArns=",".join(admin))
+
+    # When the role's statements are resolved for each
+    default_statements = _role_statements(default)
+    given_statements = _role_statements(given)
+
+    # Then by default nothing outside the rotation grant reads a secret, and no KMS is granted
+    assert not default.condition("HasAdminSecrets")
+    assert not [s for s in default_statements if _is_admin_read(s)]
+    assert not [
+        s
+        for s in default_statements
+        if any(str(a).startswith("kms:") for a in _as_list(s["Action"]))
+    ]
+    # And with admin secrets, one statement reads exactly the named ARNs, read-only
+    assert given.condition("HasAdminSecrets")
+    (read,) = [s for s in given_statements if _is_admin_read(s)]
+    assert read["Effect"] == "Allow"
+    assert _as_list(read["Action"]) == ["secretsmanager:GetSecretValue"]
+    assert read["Resource"] == {"Ref": "AdminSecretArns"}
+    assert given.params["AdminSecretArns"] == admin
+    assert "Condition" not in read
+    # And KMS may only decrypt, only through Secrets Manager, only for those secrets
+    (kms,) = [
+        s for s in given_statements if any(str(a).startswith("kms:") for a in _as_list(s["Action"]))
+    ]
+    assert _as_list(kms["Action"]) == ["kms:Decrypt"]
+    assert kms["Condition"]["StringEquals"] == {
+        "kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"},
+        "kms:EncryptionContext:SecretARN": {"Ref": "AdminSecretArns"},
+    }
+    assert kms["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:*:key/*"}
+
+
+def test_admin_secret_environment_comes_from_the_parameter(template: dict[str, Any]) -> None:
+    # Given the function's environment
+    env = template["Resources"][FUNCTION_ID]["Properties"]["Environment"]["Variables"]
+    # When the admin variables are read
+    # Then the first listed ARN is the default and all of them are allowed; with the parameter's
+    # empty default, the first entry is "" (CloudFormation splits "" into [""]), so both are empty
+    assert env["CEKURA_ADMIN_SECRET_ARN"] == {"Fn::Select": [0, {"Ref": "AdminSecretArns"}]}
+    assert env["CEKURA_ALLOWED_ADMIN_SECRET_ARNS"] == {
+        "Fn::Join": [",", {"Ref": "AdminSecretArns"}]
+    }
+    param = template["Parameters"]["AdminSecretArns"]
+    assert param["Type"] == "CommaDelimitedList"
+    assert param["Default"] == ""
 
 
 def test_no_identity_policy_grants_wildcard_actions(template: dict[str, Any]) -> None:
@@ -304,7 +379,7 @@ def test_kms_use_only_with_a_given_key_and_only_through_secrets_manager(
         ]
 
     key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    # When the stack is deployed without and with a key
+    # When the stack is deployed without and with a key (the admin-secret grant is checked above)
     without_key = kms_statements()
     with_key = kms_statements(KmsKeyArn=key)
     # Then KMS is granted only for the given key, and only via Secrets Manager in this region
@@ -490,8 +565,10 @@ def test_function_runtime_and_environment(template: dict[str, Any]) -> None:
     assert env["CEKURA_API_URL"] == {"Ref": "CekuraApiUrl"}
     assert env["CEKURA_PROJECT_ID"] == {"Ref": "CekuraProjectId"}
     assert env["REVOCATION_POLICY"] == {"Ref": "RevocationPolicy"}
-    assert env["POWERTOOLS_SERVICE_NAME"] == "cekura-rotator"
-    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "CekuraRotator"
+    assert env["POWERTOOLS_SERVICE_NAME"] == {"Fn::FindInMap": ["Metrics", "Names", "Service"]}
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == {
+        "Fn::FindInMap": ["Metrics", "Names", "Namespace"]
+    }
     assert env["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
     assert template["Parameters"]["LogLevel"]["Default"] == "INFO"
 
@@ -527,8 +604,8 @@ def test_rotation_failures_reach_the_alert_topic(template: dict[str, Any]) -> No
         for s in policy
         if s["Effect"] == "Allow"
     }
-    # Then failed rotations and function errors both publish to the topic, and the topic accepts
-    # exactly those two sources
+    # Then failed rotations, function errors and the revocation alarms publish to the topic, and
+    # the topic accepts exactly those sources
     assert rule["EventPattern"]["source"] == ["aws.secretsmanager"]
     assert rule["EventPattern"]["detail-type"] == ["AWS Service Event via CloudTrail"]
     assert rule["EventPattern"]["detail"]["eventName"] == ["RotationFailed"]
@@ -540,10 +617,13 @@ def test_rotation_failures_reach_the_alert_topic(template: dict[str, Any]) -> No
     assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert alarm["TreatMissingData"] == "notBreaching"
     assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
+    alarms = [a for a, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"]
     assert publishers == {
         "events.amazonaws.com": {"Fn::GetAtt": ["RotationFailedRule", "Arn"]},
-        "cloudwatch.amazonaws.com": {"Fn::GetAtt": ["RotatorErrorsAlarm", "Arn"]},
+        "cloudwatch.amazonaws.com": [{"Fn::GetAtt": [a, "Arn"]} for a in alarms],
     }
+    for name in alarms:
+        assert resources[name]["Properties"]["AlarmActions"] == [{"Ref": "AlertTopic"}]
 
 
 def test_outputs_explain_attach_and_bootstrap(template: dict[str, Any]) -> None:
@@ -557,10 +637,12 @@ def test_outputs_explain_attach_and_bootstrap(template: dict[str, Any]) -> None:
     assert "--rotation-lambda-arn ${RotatorFunction.Arn}" in attach
     assert "--rotation-rules" in attach
     assert "--no-rotate-immediately" in attach
-    assert bootstrap.startswith("python -m cekura_rotator.cli bootstrap --secret-name ")
+    assert bootstrap.startswith("cekura-rotator bootstrap --secret-name ")
     assert "--project-id" in bootstrap
     assert "--function-arn ${RotatorFunction.Arn}" in bootstrap
-    assert {"RotatorFunctionArn", "RotatorRoleArn", "ManagedSecretArn"} <= set(outputs)
+    assert {"RotatorFunctionArn", "RotatorRoleArn", "ManagedSecretArn", "DashboardUrl"} <= set(
+        outputs
+    )
 
 
 def test_serverless_repo_files_exist(template: dict[str, Any]) -> None:
@@ -569,9 +651,190 @@ def test_serverless_repo_files_exist(template: dict[str, Any]) -> None:
     # When sam package/deploy uploads the files it names
     # Then they exist, or the upload fails with InvalidLocalPathError
     assert app["SpdxLicenseId"] == "Apache-2.0"
-    assert app["SemanticVersion"] == "0.1.0"
     for key in ("LicenseUrl", "ReadmeUrl"):
         assert (REPO_ROOT / app[key]).is_file(), f"{key}: {app[key]} missing at the repo root"
+
+
+# --- Operating from the console ---------------------------------------------------------------
+
+# The metrics the code emits under the namespace and service the template sets.
+EMITTED_METRICS = (
+    "StepSucceeded",
+    "StepFailed",
+    "KeysMinted",
+    "KeysRevoked",
+    "RevocationsRefused",
+    "RevocationsFailed",
+    "RevocationsOwed",
+    "StraysDeleted",
+)
+_SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
+
+
+def _metric_names(template: dict[str, Any]) -> dict[str, str]:
+    return dict(template["Mappings"]["Metrics"]["Names"])
+
+
+def _dashboard(template: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard body as CloudWatch receives it, with every ${...} filled in."""
+    body, variables = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    names = _metric_names(template)
+    assert variables == {
+        "Namespace": {"Fn::FindInMap": ["Metrics", "Names", "Namespace"]},
+        "Service": {"Fn::FindInMap": ["Metrics", "Names", "Service"]},
+    }
+    known = {
+        "Namespace": names["Namespace"],
+        "Service": names["Service"],
+        "AWS::Region": "us-east-1",
+        "AWS::StackName": "stack",
+        "RotatorFunction": "stack-rotator",
+        "RevocationsOwedAlarmThreshold": "1",
+    }
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.endswith(".Arn"):
+            assert name.removesuffix(".Arn") in template["Resources"], name
+            return f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{name.removesuffix('.Arn')}"
+        assert name in known, f"the dashboard names ${{{name}}}, which nothing defines"
+        return known[name]
+
+    loaded = json.loads(_SUB_VARIABLE.sub(fill, body))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_code_emits_every_metric_the_console_reads() -> None:
+    # Given the rotator's source
+    code = "\n".join(
+        p.read_text(encoding="utf-8")
+        for p in (REPO_ROOT / "lambda" / "cekura_rotator").glob("*.py")
+    )
+    # When each metric the dashboard and alarms read is looked up
+    missing = [name for name in EMITTED_METRICS if f'"{name}"' not in code]
+    # Then the code names it: a renamed metric would leave a widget or an alarm silently empty
+    assert not missing, f"metrics the template reads but the code never emits: {missing}"
+
+
+def test_metric_names_have_one_source_matching_the_codes_fallbacks(
+    template: dict[str, Any],
+) -> None:
+    # Given the template's metric names and the code's fall-backs
+    from cekura_rotator import observability
+
+    names = _metric_names(template)
+    # When they are compared
+    # Then the mapping (which the environment, dashboard and alarms use) holds the code's
+    # defaults, so a function started without the environment still lands on the dashboard
+    assert names == {
+        "Namespace": observability.DEFAULT_NAMESPACE,
+        "Service": observability.DEFAULT_SERVICE,
+    }
+
+
+@pytest.mark.parametrize(
+    ("alarm", "metric", "statistic", "threshold"),
+    [
+        ("RevocationsOwedAlarm", "RevocationsOwed", "Maximum", "RevocationsOwedAlarmThreshold"),
+        (
+            "RevocationsRefusedAlarm",
+            "RevocationsRefused",
+            "Sum",
+            "RevocationsRefusedAlarmThreshold",
+        ),
+    ],
+)
+def test_revocation_alarms_watch_the_emitted_metric_past_a_threshold(
+    template: dict[str, Any], alarm: str, metric: str, statistic: str, threshold: str
+) -> None:
+    # Given one of the revocation alarms
+    props = template["Resources"][alarm]["Properties"]
+    param = template["Parameters"][threshold]
+    # When its metric and threshold are read
+    dimensions = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+    # Then it reads the metric exactly as Powertools publishes it (namespace, the service
+    # dimension and the finishSecret step), fires at the parameter's threshold, and alerts
+    assert props["Namespace"] == {"Fn::FindInMap": ["Metrics", "Names", "Namespace"]}
+    assert props["MetricName"] == metric
+    assert dimensions == {
+        "service": {"Fn::FindInMap": ["Metrics", "Names", "Service"]},
+        "Step": "finishSecret",
+    }
+    assert props["Statistic"] == statistic
+    assert props["Threshold"] == {"Ref": threshold}
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert props["TreatMissingData"] == "notBreaching"
+    assert props["AlarmActions"] == [{"Ref": "AlertTopic"}]
+    assert (param["Type"], param["Default"], param["MinValue"]) == ("Number", 1, 1)
+
+
+def test_dashboard_shows_steps_keys_revocations_duration_and_alarms(
+    template: dict[str, Any],
+) -> None:
+    # Given the dashboard as CloudWatch would receive it
+    widgets = _dashboard(template)["widgets"]
+    names = _metric_names(template)
+    # When the metrics its widgets read are collected
+    series = [m for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"]]
+    searched = " ".join(m[0]["expression"] for m in series if isinstance(m[0], dict))
+    plain = {(m[0], m[1]) for m in series if isinstance(m[0], str)}
+    lambda_metrics = {(m[1], m[3]) for m in series if m[0] == "AWS/Lambda"}
+    alarms = [w for w in widgets if w["type"] == "alarm"]
+    # Then every emitted metric is shown, under the template's namespace and service
+    for metric in EMITTED_METRICS:
+        assert f'MetricName="{metric}"' in searched or (names["Namespace"], metric) in plain
+    assert searched.count(f"{{{names['Namespace']},Step,service}}") == searched.count("SEARCH(")
+    assert searched.count(f'service="{names["Service"]}"') == searched.count("SEARCH(")
+    # And the function's duration, and the three alarms
+    assert ("Duration", "stack-rotator") in lambda_metrics
+    assert len(alarms) == 1
+    expected = ["RotatorErrorsAlarm", "RevocationsOwedAlarm", "RevocationsRefusedAlarm"]
+    assert [a.rsplit(":", 1)[1] for a in alarms[0]["properties"]["alarms"]] == expected
+    # And every widget fits the 24-column grid
+    for widget in widgets:
+        assert widget["x"] >= 0
+        assert widget["x"] + widget["width"] <= 24
+
+
+# --- One version -----------------------------------------------------------------------------
+
+
+def test_one_version_everywhere(template: dict[str, Any]) -> None:
+    # Given the package's version, the package metadata's source and the template
+    from cekura_rotator import __version__
+    from cekura_rotator.cekura import USER_AGENT
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    app = template["Metadata"]["AWS::ServerlessRepo::Application"]
+    changelog = (REPO_ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    # When each place that states a version is read
+    # Then the package metadata reads __version__ (it states none itself), the SAR metadata and
+    # the user agent equal it, and the changelog has a section for it
+    assert "version" not in pyproject["project"]
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "cekura_rotator.__version__"
+    }
+    assert app["SemanticVersion"] == __version__
+    assert f"cekura-rotator/{__version__}" == USER_AGENT
+    assert re.search(rf"^## \[{re.escape(__version__)}\]", changelog, re.MULTILINE)
+
+
+def test_package_dependencies_are_the_lambda_manifest() -> None:
+    # Given pyproject.toml
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    # When its dependencies and packages are looked up
+    # Then the dependencies are read from requirements.txt, the one manifest sam build uses, and
+    # each package comes from its own root
+    assert "dependencies" not in pyproject["project"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["dependencies"] == {
+        "file": ["requirements.txt"]
+    }
+    assert pyproject["tool"]["setuptools"]["package-dir"] == {
+        "cekura_rotator": "lambda/cekura_rotator",
+        "cekura_rotator_cli": "cli/cekura_rotator_cli",
+    }
 
 
 # --- Sample events ---------------------------------------------------------------------------
@@ -594,6 +857,10 @@ def test_sample_event_matches_secrets_manager_request(step: str) -> None:
 
 
 # --- Build -----------------------------------------------------------------------------------
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.suffix == ".py" else ""
 
 
 @pytest.mark.slow
@@ -620,6 +887,12 @@ def test_sam_build_packages_code_and_dependencies_only(
     assert not [p for p in root.rglob("__pycache__")]
     assert not [p for p in files if p.suffix == ".pyc"]
     assert not list((root / "cekura_rotator").rglob("test_*.py"))
+    # And the function's package holds only what the function imports: no operator CLI
+    assert "cekura_rotator_cli" not in top_level
+    assert not (root / "cekura_rotator" / "cli.py").exists()
+    assert not [p for p in files if "argparse" in _text(p) and "cekura_rotator" in p.parts]
+    # And SAM found the manifest by itself (it only warns when it does not)
+    assert "requirements.txt file not found" not in sam_build.output
     assert unzipped < LAMBDA_UNZIPPED_LIMIT
     assert sam_build.template.is_file()
 

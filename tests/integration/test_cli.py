@@ -1,8 +1,7 @@
-"""The operator CLI, driven against moto server and the fake Cekura over HTTP.
+"""The operator CLI's commands against moto server and the fake Cekura over HTTP.
 
 RotateSecret reaches the real handler through the bridge, so every rotation, check and
-bootstrap below runs the real rotation steps. One stack serves the whole module: starting moto
-server costs about a second, and each test works on its own secret and Cekura project.
+bootstrap below runs the real rotation steps.
 """
 
 from __future__ import annotations
@@ -11,149 +10,45 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boto3
 import httpx
 import pytest
 
 from cekura_rotator import handler
-from cekura_rotator.cli import main
 from cekura_rotator.observability import logger
 from cekura_rotator.secret_value import fingerprint
-from infra.local.fake_cekura import KEY_PREFIX, Fault, IssuedKey
-from infra.local.stack import (
-    FUNCTION_ARN,
-    LocalStack,
-    enable_rotation,
-    local_stack,
-    secret_json,
+from cekura_rotator_cli.app import main
+from infra.local.fake_cekura import KEY_PREFIX, Fault
+from infra.local.stack import FUNCTION_ARN, LocalStack, secret_json
+from tests.integration.cli_harness import (
+    FAST,
+    LOG_GROUP,
+    assert_no_key_material,
+    assert_one_line,
+    cli,
+    current_value,
+    rotate,
+    seed,
+    shared_stack,
+    stack,
+    stages,
+    stored_string,
+    version_with,
 )
 
-if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager import SecretsManagerClient
+__all__ = ["shared_stack", "stack"]  # fixtures, used by name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LOG_GROUP = "/aws/lambda/cekura-rotator"
-FAST = ["--poll-interval", "0.05"]
-
-
-@pytest.fixture(scope="module")
-def _shared_stack() -> Iterator[LocalStack]:
-    with local_stack(mode="spec") as stack:
-        yield stack
-
-
-@pytest.fixture
-def stack(_shared_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
-    # The autouse fixture in conftest clears the endpoint variables before every test; the
-    # in-process handler needs them back to reach moto server rather than AWS.
-    for name, value in _shared_stack.handler_env(CEKURA_VALIDATE_MAX_WAIT="0.2").items():
-        monkeypatch.setenv(name, value)
-    handler.rotator.cache_clear()
-    yield _shared_stack
-    _shared_stack.fake.clear_faults()
-    _shared_stack.fake.mode = "spec"
-    handler.rotator.cache_clear()
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-
-def cli(stack: LocalStack, *argv: str, stdin: str = "") -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(
-        ["--endpoint-url", stack.moto_url, *argv],
-        stdin=io.StringIO(stdin),
-        stdout=out,
-        stderr=err,
-    )
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-@dataclass(frozen=True)
-class Seeded:
-    arn: str
-    name: str
-    project: int
-    key: IssuedKey
-
-
-def seed(stack: LocalStack) -> Seeded:
-    """A secret in the documented format, rotation attached, as bootstrap leaves it on AWS."""
-    project = stack.fake.create_project(f"p-{uuid.uuid4().hex[:6]}", organization="Acme")
-    issued = stack.fake.issue_key(project, name="bootstrap")
-    name = f"cekura/{uuid.uuid4().hex[:8]}"
-    client = stack.client()
-    value = secret_json(issued.key, project, key_id=issued.id, key_name="bootstrap")
-    arn = client.create_secret(Name=name, SecretString=value)["ARN"]
-    enable_rotation(client, arn)
-    return Seeded(arn, name, project, issued)
-
-
-def stages(client: SecretsManagerClient, secret_id: str) -> dict[str, list[str]]:
-    return dict(client.describe_secret(SecretId=secret_id)["VersionIdsToStages"])
-
-
-def current_value(client: SecretsManagerClient, secret_id: str) -> dict[str, Any]:
-    raw = client.get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT")["SecretString"]
-    return dict(json.loads(raw))
-
-
-def stored_string(client: SecretsManagerClient, secret_id: str, version_id: str) -> str | None:
-    try:
-        answer = client.get_secret_value(SecretId=secret_id, VersionId=version_id)
-    except client.exceptions.ResourceNotFoundException:
-        return None  # an AWSPENDING stub whose createSecret never stored a value
-    return answer.get("SecretString")
-
-
-def version_with(client: SecretsManagerClient, secret_id: str, label: str) -> str | None:
-    return next((v for v, s in stages(client, secret_id).items() if label in s), None)
-
-
-def assert_no_key_material(stack: LocalStack, *texts: str) -> None:
-    """No key, and no prefix of one: every fake key starts with KEY_PREFIX. The CLI masks a
-    key it is about to print as ***, so that must not appear either."""
-    keys = stack.fake.minted_secrets()
-    assert keys
-    for text in texts:
-        assert KEY_PREFIX not in text
-        assert "***" not in text
-        for key in keys:
-            assert key not in text
-
-
-def assert_one_line(err: str, command: str, secret: str) -> None:
-    assert err.endswith("\n")
-    assert err.count("\n") == 1
-    assert f"cekura_rotator.cli {command}: secret {secret!r}:" in err
-    assert "Traceback" not in err
-
-
-def rotate(stack: LocalStack, secret: str) -> str:
-    """Rotate through the CLI and return the new AWSCURRENT version."""
-    result = cli(stack, "rotate", "--secret-id", secret, "--wait", *FAST)
-    assert result.code == 0, result.err
-    new = version_with(stack.client(), secret, "AWSCURRENT")
-    assert new is not None
-    return new
 
 
 # -- bootstrap ---------------------------------------------------------------------------------
@@ -333,15 +228,16 @@ def test_bootstrap_takes_no_key_argument_and_needs_a_key(stack: LocalStack) -> N
 
 
 def test_bootstrap_as_a_process_reads_a_piped_key(stack: LocalStack) -> None:
-    # Given a key and the CLI run as `python -m cekura_rotator.cli`, as an operator runs it
+    # Given a key and the CLI run as a process (`python -m cekura_rotator_cli`, what the
+    # installed `cekura-rotator` script runs)
     project = stack.fake.create_project("boot-proc", organization="Acme")
     issued = stack.fake.issue_key(project, name="dashboard")
     name = f"cekura/{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["lambda", "."])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["lambda", "cli"])}
     env.pop("CEKURA_API_KEY", None)
 
     argv = [
-        sys.executable, "-m", "cekura_rotator.cli",
+        sys.executable, "-m", "cekura_rotator_cli",
         "--endpoint-url", stack.moto_url,
         "bootstrap",
         "--secret-name", name,
@@ -383,7 +279,8 @@ def test_status_shows_versions_keys_and_fingerprints_before_and_after_rotations(
     # When status runs before any rotation
     before = cli(stack, "status", "--secret-id", seeded.name)
 
-    # Then it shows the one labelled version, its key id and fingerprint, nothing to revoke
+    # Then it shows the labelled version, its key id and fingerprint, no admin secret, and
+    # nothing awaiting deletion
     assert before.code == 0, before.err
     assert f"{first}  AWSCURRENT" in before.out
     assert f"key id       {seeded.key.id}" in before.out
@@ -391,7 +288,8 @@ def test_status_shows_versions_keys_and_fingerprints_before_and_after_rotations(
     assert f"Rotation function  {FUNCTION_ARN}" in before.out
     assert "Schedule           every 30 days" in before.out
     assert "Last rotation      ok" in before.out
-    assert "Keys awaiting manual revocation: none" in before.out
+    assert "Admin secret       none: keys are minted with the key being replaced" in before.out
+    assert "Revocations awaiting deletion: none" in before.out
 
     # When the secret is rotated twice (spec mode: Cekura refuses API-key deletes)
     second = rotate(stack, seeded.arn)
@@ -399,18 +297,22 @@ def test_status_shows_versions_keys_and_fingerprints_before_and_after_rotations(
     after = cli(stack, "status", "--secret-id", seeded.arn)
 
     # Then the labels moved, each key shows its own id and fingerprint, and the bootstrap key,
-    # now held only by unlabelled versions, awaits manual revocation
+    # whose revocation Cekura refused, awaits manual deletion with its id, name and version
     assert after.code == 0, after.err
     current = current_value(client, seeded.arn)
     assert f"{third}  AWSCURRENT" in after.out
     assert f"{second}  AWSPREVIOUS" in after.out
-    assert f"{first}  (no label)" in after.out
+    assert f"{first}  CEKURA_MANUAL_{first}" in after.out
     assert f"fingerprint  {fingerprint(current['api_key'])}" in after.out
     assert f"key id       {current['key_id']}" in after.out
     assert "Last rotation      ok" in after.out
-    awaiting = after.out.split("Keys awaiting manual revocation", 1)[1]
-    assert "cannot confirm: Cekura does not let API keys list keys" in awaiting
-    assert f"key {seeded.key.id} 'bootstrap' {fingerprint(seeded.key.key)}" in awaiting
+    awaiting = after.out.split("Revocations awaiting deletion", 1)[1]
+    assert awaiting.startswith(" (1)\n")
+    assert (
+        f"key {seeded.key.id} 'bootstrap' {fingerprint(seeded.key.key)} in version {first}, age "
+        in awaiting
+    )
+    assert "awaiting manual deletion in the Cekura dashboard" in awaiting
     assert fingerprint(current["api_key"]) not in awaiting
     assert stack.fake.is_live(seeded.key.key)
     assert after.err == ""
@@ -421,16 +323,18 @@ def test_status_json_carries_the_same_facts_without_key_material(stack: LocalSta
     # Given a secret rotated twice, then a rotation whose createSecret fails
     seeded = seed(stack)
     client = stack.client()
+    first = version_with(client, seeded.arn, "AWSCURRENT")
     rotate(stack, seeded.arn)
     rotate(stack, seeded.arn)
     stack.fake.inject("create", Fault(status=503))
     failed = cli(stack, "rotate", "--secret-id", seeded.arn, "--wait", "--timeout", "0.2", *FAST)
     assert failed.code == 1
 
-    # When status runs with --json
-    result = cli(stack, "status", "--secret-id", seeded.arn, "--json")
+    # When status runs with --output json
+    result = cli(stack, "status", "--secret-id", seeded.arn, "--output", "json")
 
-    # Then every version's labels, key id and fingerprint match the store
+    # Then stdout is one JSON document, and every version's labels, key id and fingerprint match
+    # the store
     assert result.code == 0, result.err
     report = json.loads(result.out)
     versions = {v["version_id"]: v for v in report["versions"]}
@@ -446,7 +350,7 @@ def test_status_json_carries_the_same_facts_without_key_material(stack: LocalSta
         value = json.loads(raw)
         assert version["fingerprint"] == fingerprint(value["api_key"])
         assert version["key_id"] == value.get("key_id")
-    # ... the failed rotation is reported as pending, the bootstrap key as awaiting revocation
+    # ... the failed rotation is reported as pending, the bootstrap key as awaiting deletion
     pending = version_with(client, seeded.arn, "AWSPENDING")
     assert pending is not None
     assert report["rotation"]["last_result"] == {
@@ -456,19 +360,17 @@ def test_status_json_carries_the_same_facts_without_key_material(stack: LocalSta
     }
     assert versions[pending]["fingerprint"] is None
     assert report["rotation"]["function_arn"] == FUNCTION_ARN
-    awaiting = report["keys_awaiting_revocation"]
-    assert awaiting["confirmation"] == "cannot confirm: Cekura does not let API keys list keys"
-    assert [(k["key_id"], k["fingerprint"], k["live"]) for k in awaiting["keys"]] == [
-        (seeded.key.id, fingerprint(seeded.key.key), None)
+    assert report["admin_secret"]["source"] == "none"
+    awaiting = report["revocations_awaiting_deletion"]
+    assert [(k["key_id"], k["fingerprint"], k["state"], k["version_id"]) for k in awaiting] == [
+        (seeded.key.id, fingerprint(seeded.key.key), "manual", first)
     ]
     assert_no_key_material(stack, result.text)
 
 
-@pytest.mark.parametrize(
-    ("policy", "live"), [("grace", False), ("off", True)], ids=["grace", "off"]
-)
-def test_status_confirms_old_keys_when_cekura_lets_keys_list_keys(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, policy: str, live: bool
+@pytest.mark.parametrize(("policy", "owed"), [("grace", 0), ("off", 0)], ids=["grace", "off"])
+def test_status_shows_nothing_owed_when_cekura_lets_keys_delete(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, policy: str, owed: int
 ) -> None:
     # Given the older, permissive Cekura, and a secret rotated twice under a revocation policy
     stack.fake.mode = "permissive"
@@ -477,27 +379,16 @@ def test_status_confirms_old_keys_when_cekura_lets_keys_list_keys(
     seeded = seed(stack)
     rotate(stack, seeded.arn)
     rotate(stack, seeded.arn)
-    assert stack.fake.is_live(seeded.key.key) is live
 
     # When status runs
-    result = cli(stack, "status", "--secret-id", seeded.arn, "--json")
-    text = cli(stack, "status", "--secret-id", seeded.arn)
+    result = cli(stack, "status", "--secret-id", seeded.arn, "--output", "json")
 
-    # Then Cekura's key list decides whether the bootstrap key still awaits revocation
+    # Then nothing awaits deletion: under grace the bootstrap key was deleted, under off nothing
+    # is ever owed (the key stays live by choice)
     assert result.code == 0, result.err
-    held = json.loads(result.out)["keys_awaiting_revocation"]
-    assert held["confirmation"] == "confirmed against Cekura's key list"
-    expected = [{"key_id": seeded.key.id, "fingerprint": fingerprint(seeded.key.key)}]
-    if live:
-        assert [{k: v[k] for k in ("key_id", "fingerprint")} for v in held["keys"]] == expected
-        assert held["keys"][0]["live"] is True
-        assert held["revoked"] == []
-        assert "still live at Cekura" in text.out
-    else:
-        assert held["keys"] == []
-        assert [{k: v[k] for k in ("key_id", "fingerprint")} for v in held["revoked"]] == expected
-        assert "no longer listed by Cekura" in text.out
-    assert_no_key_material(stack, result.text, text.text)
+    assert len(json.loads(result.out)["revocations_awaiting_deletion"]) == owed
+    assert stack.fake.is_live(seeded.key.key) is (policy == "off")
+    assert_no_key_material(stack, result.text)
 
 
 # -- rotate ------------------------------------------------------------------------------------
@@ -516,7 +407,8 @@ def test_rotate_wait_ends_when_awscurrent_moves(stack: LocalStack) -> None:
     assert result.code == 0, result.err
     after = version_with(client, seeded.arn, "AWSCURRENT")
     assert after not in (None, before)
-    assert f"AWSCURRENT moved to {after}: rotation complete." in result.out
+    assert f"finishSecret complete: AWSCURRENT moved to {after}." in result.out
+    assert result.out.endswith("Rotation complete.\n")
     new_key = current_value(client, seeded.arn)["api_key"]
     assert new_key != seeded.key.key
     assert stack.fake.is_live(new_key)
@@ -539,15 +431,20 @@ def test_rotate_without_wait_only_starts_the_rotation(stack: LocalStack) -> None
 
 
 @pytest.mark.parametrize(
-    ("route", "fault", "reason"),
+    ("route", "fault", "reason", "reached"),
     [
-        ("create", Fault(status=401), "holds no key: createSecret did not complete"),
-        ("validate", Fault(status=403), "is stored as AWSPENDING in version"),
+        (
+            "create",
+            Fault(status=401),
+            "holds no key: createSecret did not complete",
+            "createSecret",
+        ),
+        ("validate", Fault(status=403), "is stored as AWSPENDING in version", "setSecret"),
     ],
     ids=["createSecret fails", "testSecret fails"],
 )
 def test_rotate_wait_fails_with_the_reason(
-    stack: LocalStack, route: Any, fault: Fault, reason: str
+    stack: LocalStack, route: Any, fault: Fault, reason: str, reached: str
 ) -> None:
     # Given a secret whose next rotation fails at one step
     seeded = seed(stack)
@@ -564,6 +461,7 @@ def test_rotate_wait_fails_with_the_reason(
     pending = version_with(client, seeded.arn, "AWSPENDING")
     assert pending is not None
     assert "rotation failed: AWSCURRENT did not move within 0.3s" in result.err
+    assert f"(last step reached: {reached})" in result.err
     assert reason in result.err
     assert pending in result.err
     assert f"see the log group {LOG_GROUP}" in result.err
@@ -618,6 +516,53 @@ def test_rotate_wait_reads_the_reason_from_the_function_log(stack: LocalStack) -
     assert_one_line(result.err, "rotate", seeded.arn)
     assert "the function logged: createSecret failed: CekuraAuthError:" in result.err
     assert "Cekura refused key creation: HTTP 401" in result.err
+    assert_no_key_material(stack, result.text)
+
+
+@pytest.mark.usefixtures("function_log")
+def test_rotate_wait_shows_each_step_reached_and_the_time_elapsed(stack: LocalStack) -> None:
+    # Given an attached secret whose function logs to CloudWatch
+    seeded = seed(stack)
+
+    # When it is rotated with --wait
+    result = cli(stack, "rotate", "--secret-id", seeded.arn, "--wait", *FAST)
+
+    # Then each step appears once, in order, with the seconds since the rotation started
+    assert result.code == 0, result.err
+    progress = re.findall(r"^  \[\s*(\d+\.\d)s\] (\w+) complete", result.out, re.MULTILINE)
+    assert [step for _, step in progress] == [
+        "createSecret",
+        "setSecret",
+        "testSecret",
+        "finishSecret",
+    ]
+    elapsed = [float(seconds) for seconds, _ in progress]
+    assert elapsed == sorted(elapsed)
+    assert result.out.rstrip().endswith("Rotation complete.")
+    assert_no_key_material(stack, result.text)
+
+
+def test_rotate_wait_with_json_output_prints_one_document_and_progress_on_stderr(
+    stack: LocalStack,
+) -> None:
+    # Given an attached secret
+    seeded = seed(stack)
+    before = version_with(stack.client(), seeded.arn, "AWSCURRENT")
+
+    # When it is rotated with --wait --output json
+    result = cli(stack, "--output", "json", "rotate", "--secret-id", seeded.arn, "--wait", *FAST)
+
+    # Then stdout is exactly one JSON document naming the new version, and the progress lines
+    # went to stderr
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    after = version_with(stack.client(), seeded.arn, "AWSCURRENT")
+    assert report["status"] == "complete"
+    assert (report["version_id"], report["previous_version"]) == (after, before)
+    assert report["current_version"] == after
+    assert report["progress"][-1]["reached"] == "finishSecret"
+    assert report["revocations_awaiting_deletion"] == 0
+    assert "finishSecret complete" in result.err
     assert_no_key_material(stack, result.text)
 
 
@@ -741,3 +686,58 @@ def test_unreachable_aws_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out.getvalue() == ""
     assert_one_line(err.getvalue(), "status", "cekura/x")
     assert "EndpointConnectionError" in err.getvalue()
+
+
+# -- AWS conventions ---------------------------------------------------------------------------
+
+
+def test_profile_selects_the_aws_configuration_and_a_missing_one_is_a_usage_error(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a named profile that alone holds the region and credentials
+    seeded = seed(stack)
+    config = tmp_path / "config"
+    config.write_text("[profile ops]\nregion = us-east-1\n")
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[ops]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+    # When status runs with that profile, and with one that does not exist
+    with_profile = cli(stack, "--profile", "ops", "status", "--secret-id", seeded.arn)
+    missing = cli(stack, "status", "--secret-id", seeded.arn, "--profile", "nobody")
+
+    # Then the profile's region and credentials reach the secret; the missing profile is one line
+    assert with_profile.code == 0, with_profile.err
+    assert f"ARN                {seeded.arn}" in with_profile.out
+    assert missing.code == 2
+    assert_one_line(missing.err, "status", seeded.arn)
+    assert "ProfileNotFound" in missing.err
+
+
+def test_region_is_the_one_given(stack: LocalStack) -> None:
+    # Given a secret in us-east-1
+    seeded = seed(stack)
+
+    # When status looks for it by name in another region
+    result = cli(stack, "status", "--secret-id", seeded.name, "--region", "eu-west-1")
+
+    # Then it is not found there (moto keeps regions apart, as AWS does)
+    assert result.code == 2
+    assert_one_line(result.err, "status", seeded.name)
+    assert "ResourceNotFoundException" in result.err
+
+
+def test_help_lists_every_command_and_the_aws_options() -> None:
+    # Given the parser
+    out = io.StringIO()
+    # When --help is asked for
+    code = main(["--help"], stdout=out, stderr=io.StringIO())
+    # Then it names the commands and the AWS CLI's options
+    assert code == 0
+    for word in ("status", "rotate", "check", "bootstrap", "revocations"):
+        assert word in out.getvalue()
+    for option in ("--profile", "--region", "--endpoint-url", "--output"):
+        assert option in out.getvalue()

@@ -72,7 +72,9 @@ AWS_ERRORS: dict[str, tuple[str, str, int]] = {
 class AwsFault:
     """The `skip`+1-th next call of `operation` fails with `error`, or the Lambda dies there.
 
-    `after=True` (crashes only) lets the call succeed and kills the Lambda as it returns.
+    `after=True` lets the call succeed, then kills the Lambda as it returns or, with an
+    `error`, makes the caller see that error although the call was carried out (an answer lost
+    after the write: AWS can report a failed write that did happen).
     """
 
     operation: str
@@ -82,6 +84,8 @@ class AwsFault:
 
     def describe(self) -> str:
         what = self.error or ("crash after" if self.after else "crash before")
+        if self.error and self.after:
+            what = f"{self.error} after the write"
         return f"{self.operation}#{self.skip + 1}:{what}"
 
 
@@ -90,7 +94,7 @@ class AwsFaults:
 
     def __init__(self, client: SecretsManagerClient):
         self._armed: list[AwsFault] = []
-        self._die_after: list[str] = []
+        self._after_call: list[tuple[str, str | None]] = []  # (operation, error or a kill)
         self.fired: list[str] = []
         client.meta.events.register("before-call.secrets-manager", self._before)
         client.meta.events.register("after-call.secrets-manager", self._after)
@@ -100,7 +104,7 @@ class AwsFaults:
 
     def clear(self) -> None:
         self._armed.clear()
-        self._die_after.clear()
+        self._after_call.clear()
 
     def _before(self, model: Any, **_: Any) -> None:
         operation = str(model.name)
@@ -113,16 +117,21 @@ class AwsFaults:
         self._armed.remove(fault)
         self.fired.append(fault.describe())
         if fault.after:
-            self._die_after.append(operation)
+            self._after_call.append((operation, fault.error))
             return
         if fault.error is None:
             raise LambdaDied(f"killed as {operation} began")
         raise _client_error(operation, *AWS_ERRORS[fault.error])
 
     def _after(self, model: Any, **_: Any) -> None:
-        if str(model.name) in self._die_after:
-            self._die_after.remove(str(model.name))
-            raise LambdaDied(f"killed as {model.name} returned")
+        operation = str(model.name)
+        pending = next((p for p in self._after_call if p[0] == operation), None)
+        if pending is None:
+            return
+        self._after_call.remove(pending)
+        if pending[1] is None:
+            raise LambdaDied(f"killed as {operation} returned")
+        raise _client_error(operation, *AWS_ERRORS[pending[1]])
 
 
 def _client_error(operation: str, code: str, message: str, status: int) -> ClientError:
@@ -174,6 +183,7 @@ CEKURA_FAULTS: dict[str, Fault] = {
     "lost-response": Fault(lost_response=True),
     "malformed-json": Fault(body=b'{"id": 1, "key": '),
     "201-without-key": Fault(missing_key=True),
+    "200-created": Fault(success_status=200),
     "401": Fault(status=401),
     "401-persistent": Fault(status=401, times=60),
     "403": Fault(status=403),
@@ -303,6 +313,8 @@ class Harness:
         self.world = world
         self.evidence = Evidence()
         self._first_minted = len(rig.fake.minted_secrets())
+        # Keys the scenario starts from: AWSCURRENT may hold one without a validation by us.
+        self.trusted_key_ids = {k.id for k in rig.fake.all_keys()}
         self.attempts: list[Attempt] = []
         self.via_handler = False
         self._log_start = len(rig.logs.text)
@@ -453,10 +465,15 @@ class Harness:
         all_versions = invariants.versions(self.sm, self.arn)
         found = invariants.strays(self.fake, self.project_id, all_versions)
         texts = [*self.rig.logs.lines, *self.evidence.outputs, *extra_outputs]
+        excused = self.evidence.excused_key_ids
         checks: list[Callable[[], list[str]]] = [
             lambda: invariants.current_is_live(self.sm, self.arn, self.fake),
             lambda: invariants.strays_accounted(found, self.evidence, self.log_text),
             lambda: invariants.key_material(texts, self.fake.minted_secrets()),
+            lambda: invariants.current_was_accepted(
+                self.sm, self.arn, self.fake, trusted=self.trusted_key_ids
+            ),
+            lambda: invariants.labelled_keys_live(self.fake, all_versions, excused=excused),
         ]
         if completed is not None:
             token = completed
@@ -466,3 +483,21 @@ class Harness:
         if grace_bound:
             checks.append(lambda: invariants.grace_bound(self.fake, self.project_id, self.evidence))
         invariants.verify(ledger, *checks)
+
+    def settle(self, ledger: Ledger, *, deletion_allowed: bool) -> None:
+        """Invariant 8: with every fault cleared, two more rotations pay every debt the policy
+        owes (or, where Cekura refuses deletion, record it for the dashboard)."""
+        self.clear_faults()
+        self.rotate()
+        self.rotate()
+        if self.policy == "off":
+            return
+        all_versions = invariants.versions(self.sm, self.arn)
+        excused = self.evidence.excused_key_ids
+        invariants.verify(
+            ledger,
+            lambda: invariants.debts_settled(
+                self.fake, all_versions, deletion_allowed=deletion_allowed, excused=excused
+            ),
+            lambda: invariants.labelled_keys_live(self.fake, all_versions, excused=excused),
+        )

@@ -1,4 +1,4 @@
-"""The six invariants of issue 4, as checks that return what is violated (empty when all hold).
+"""The invariants (six of issue 4, three of issue 8), as checks that return what is violated (empty when all hold).
 
 Each check reads the world as it is (Secrets Manager through moto, Cekura through the fake's
 test controls) and takes what the scenario did as `Evidence`. `verify` counts the checks and the
@@ -219,6 +219,89 @@ def snapshot(sm: SecretsManagerClient, arn: str, fake: FakeCekura) -> tuple[Any,
 def unchanged(before: tuple[Any, ...], after: tuple[Any, ...]) -> list[str]:
     names = ("rotation enabled", "rotation function", "versions", "live Cekura keys")
     return [f"6: {name} changed" for name, b, a in zip(names, before, after, strict=True) if b != a]
+
+
+# -- 7. AWSCURRENT never holds a key Cekura has not accepted ----------------------------------
+
+
+def current_was_accepted(
+    sm: SecretsManagerClient, arn: str, fake: FakeCekura, *, trusted: set[int]
+) -> list[str]:
+    """The AWSCURRENT key was validated (200, answer delivered) for the secret's project by
+    itself, unless it is one the scenario started from (`trusted`)."""
+    raw = sm.get_secret_value(SecretId=arn, VersionStage=CURRENT).get("SecretString")
+    key = _api_key(raw)
+    key_id = fake.key_id(key) if key else None
+    if key_id is None or key_id in trusted:
+        return []
+    project = _project_of(raw)
+    accepted = any(
+        r.route == "validate"
+        and r.status == 200
+        and not r.dropped
+        and r.caller_key_id == key_id
+        and (project is None or r.query.get("project_id") == str(project))
+        for r in fake.requests
+    )
+    return [] if accepted else [f"7: AWSCURRENT holds key {key_id}, which Cekura never accepted"]
+
+
+# -- 8. Every revocation the policy owes is done, or recorded for the dashboard --------------
+
+MANUAL_PREFIX = "CEKURA_MANUAL_"
+
+
+def _labelled(version: Version) -> bool:
+    return any(not s.startswith("CEKURA_") for s in version.stages)
+
+
+def debts_settled(
+    fake: FakeCekura,
+    all_versions: Iterable[Version],
+    *,
+    deletion_allowed: bool,
+    excused: set[int],
+) -> list[str]:
+    """After the faults cleared and two more rotations: every live key that no labelled version
+    holds any more is deleted (deletion allowed), or recorded for manual deletion on a version
+    that holds it. (moto also keeps unlabelled copies of a value; a key is judged once.)"""
+    everything = list(all_versions)
+    held = {fake.key_id(v.api_key) for v in everything if v.api_key and _labelled(v)}
+    recorded = {
+        fake.key_id(v.api_key)
+        for v in everything
+        if v.api_key and any(s.startswith(MANUAL_PREFIX) for s in v.stages)
+    }
+    owed = {
+        key_id: version
+        for version in everything
+        if version.api_key and fake.is_live(version.api_key)
+        for key_id in [fake.key_id(version.api_key)]
+        if key_id is not None and key_id not in held and key_id not in excused
+    }
+    return [
+        f"8: key {key_id} (version {version.id[:8]}) is owed a revocation and is "
+        + ("still live" if deletion_allowed else "not recorded for manual deletion")
+        for key_id, version in owed.items()
+        if deletion_allowed or key_id not in recorded
+    ]
+
+
+# -- 9. No labelled version's key is ever revoked --------------------------------------------
+
+
+def labelled_keys_live(
+    fake: FakeCekura, all_versions: Iterable[Version], *, excused: set[int]
+) -> list[str]:
+    problems = []
+    for version in all_versions:
+        key_id = fake.key_id(version.api_key) if version.api_key else None
+        if key_id is None or key_id in excused or not _labelled(version):
+            continue
+        if not fake.is_live(version.api_key or ""):
+            labels = [s for s in version.stages if not s.startswith("CEKURA_")]
+            problems.append(f"9: key {key_id} held by {labels} was revoked")
+    return problems
 
 
 # -- bookkeeping ----------------------------------------------------------------------------

@@ -13,11 +13,21 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import pytest
 
-from infra.local.fake_cekura import KEY_PREFIX, FakeCekura, Fault, IssuedKey
+from infra.local import fake_cekura
+from infra.local.fake_cekura import (
+    KEY_PREFIX,
+    SESSION_PREFIX,
+    FakeCekura,
+    Fault,
+    IssuedKey,
+    KeyKind,
+    Mode,
+)
 
 KEYS = "/user/api/v1/user-api-key/"
 VALIDATE = "/app/otel/validate/"
@@ -332,7 +342,7 @@ def test_projects_lists_what_the_key_can_see(client: httpx.Client, world: World)
     assert ISO_UTC.fullmatch(project["updated_at"])
 
 
-# -- key management in the two permission modes ---------------------------------------------
+# -- key management in the spec and permissive modes ------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -461,6 +471,360 @@ def test_unknown_paths_and_methods(client: httpx.Client, world: World) -> None:
         assert (response.status_code, response.json()) == (404, {"detail": "Not found."})
     assert (wrong.status_code, wrong.json()) == (405, {"detail": 'Method "DELETE" not allowed.'})
     assert wrong.headers["allow"] == "GET, POST"
+
+
+# -- key kinds, dashboard sessions and the nocreate world -------------------------------------
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+FORBIDDEN = {"detail": "You do not have permission to perform this action."}
+READ_ONLY = {"detail": "Read-only API keys cannot manage API keys."}
+NO_CREATE = {"detail": "API key authentication cannot create API keys; use a dashboard session."}
+BAD_SESSION = {"detail": "Invalid or expired session token."}
+NOT_PROVIDED = {"detail": "Authentication credentials were not provided."}
+PROJECT_LEVEL_ONLY = {
+    "project": ["Only project-level API keys can be created with API key authentication."]
+}
+OK, MADE, GONE = (200, None), (201, None), (204, None)
+REFUSED = (403, FORBIDDEN)  # the operation takes only a session in this world
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind", "expected"),
+    [
+        ("spec", "project", (MADE, REFUSED, REFUSED, OK)),
+        ("spec", "admin", (MADE, REFUSED, REFUSED, OK)),
+        ("spec", "readonly", ((403, READ_ONLY), REFUSED, REFUSED, OK)),
+        ("permissive", "project", (MADE, OK, GONE, OK)),
+        ("permissive", "admin", (MADE, OK, GONE, OK)),
+        ("permissive", "readonly", ((403, READ_ONLY), (403, READ_ONLY), (403, READ_ONLY), OK)),
+        ("nocreate", "project", ((403, NO_CREATE), REFUSED, REFUSED, OK)),
+        ("nocreate", "admin", ((403, NO_CREATE), REFUSED, REFUSED, OK)),
+        ("nocreate", "readonly", ((403, NO_CREATE), REFUSED, REFUSED, OK)),
+    ],
+)
+def test_each_key_kind_in_each_mode(
+    fake: FakeCekura,
+    client: httpx.Client,
+    world: World,
+    mode: Mode,
+    kind: KeyKind,
+    expected: tuple[tuple[int, object], ...],
+) -> None:
+    # Given a key of the kind for project A (an admin key spans Acme) and a key to delete
+    fake.mode = mode
+    key = fake.issue_key(world.a, name=kind, kind=kind)
+    victim = fake.issue_key(world.a, name="victim")
+    before = {r.id for r in fake.live_keys()}
+
+    # When it creates, lists, deletes and validates within project A
+    responses = [
+        mint(client, key.key, world.a),
+        client.get(KEYS, headers=auth(key.key)),
+        client.delete(f"{KEYS}{victim.id}/", headers=auth(key.key)),
+        client.get(VALIDATE, headers=auth(key.key), params={"project_id": world.a}),
+    ]
+
+    # Then each is answered as the world and the kind allow, with a detail when refused
+    answers = [(r.status_code, r.json() if r.status_code >= 400 else None) for r in responses]
+    assert answers == list(expected)
+    # And only an allowed create mints, only an allowed delete removes
+    created, _, deleted, _ = responses
+    after = {r.id for r in fake.live_keys()}
+    minted = {created.json()["id"]} if created.status_code == 201 else set()
+    removed = {victim.id} if deleted.status_code == 204 else set()
+    assert after == (before | minted) - removed
+
+
+def test_key_kinds_are_recorded_and_admin_keys_span_their_organization(
+    fake: FakeCekura, world: World
+) -> None:
+    # Given keys issued with each kind, and without one
+    admin = fake.issue_key(world.b, name="admin", kind="admin")
+    readonly = fake.issue_key(world.a, name="readonly", kind="readonly")
+    org_readonly = fake.issue_key(name="org readonly", organization="Acme", kind="readonly")
+
+    # When the records are inspected
+    records = {r.id: r for r in fake.all_keys()}
+
+    # Then the kind follows the call, an admin key has no project, and the default is unchanged
+    assert [(records[k.id].kind, records[k.id].project) for k in (world.key_a, world.org_key)] == [
+        ("project", world.a),
+        ("admin", None),
+    ]
+    assert (records[admin.id].kind, records[admin.id].project) == ("admin", None)
+    assert records[admin.id].organization == "Acme"
+    assert (records[readonly.id].kind, records[readonly.id].project) == ("readonly", world.a)
+    assert (records[org_readonly.id].kind, records[org_readonly.id].project) == ("readonly", None)
+
+
+def test_an_admin_key_mints_project_keys_across_its_organization_only(
+    fake: FakeCekura, client: httpx.Client, world: World
+) -> None:
+    # Given an Acme admin key
+    admin = fake.issue_key(organization="Acme", kind="admin")
+    before = len(fake.live_keys())
+
+    # When it mints for project B, for Globex's project C, and with no project
+    sibling = mint(client, admin.key, world.b)
+    foreign = mint(client, admin.key, world.c)
+    orgwide = mint(client, admin.key, None)
+
+    # Then B gets a project key in the UserAPIKey shape; C is forbidden, no project is invalid
+    assert sibling.status_code == 201
+    body = sibling.json()
+    assert (body["project"], body["project_name"], body["organization_name"]) == (
+        world.b,
+        "Chat QA",
+        "Acme",
+    )
+    assert [r.kind for r in fake.live_keys(world.b) if r.id == body["id"]] == ["project"]
+    assert (foreign.status_code, foreign.json()) == (403, FORBIDDEN)
+    assert (orgwide.status_code, orgwide.json()) == (400, PROJECT_LEVEL_ONLY)
+    assert len(fake.live_keys()) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("caller", "project", "expected"),
+    [
+        ("admin", "A", 200),
+        ("admin", "B", 200),
+        ("admin", "C", 403),
+        ("readonly", "A", 200),
+        ("readonly", "B", 403),
+        ("org readonly", "B", 200),
+        ("org readonly", "C", 403),
+    ],
+)
+def test_validate_with_admin_and_read_only_keys(
+    fake: FakeCekura,
+    client: httpx.Client,
+    world: World,
+    caller: str,
+    project: str,
+    expected: int,
+) -> None:
+    # Given an Acme admin key, a read-only key of A and an Acme-wide read-only key
+    keys = {
+        "admin": fake.issue_key(organization="Acme", kind="admin"),
+        "readonly": fake.issue_key(world.a, kind="readonly"),
+        "org readonly": fake.issue_key(organization="Acme", kind="readonly"),
+    }
+    ids = {"A": world.a, "B": world.b, "C": world.c}
+
+    # When the caller validates against the project
+    response = client.get(
+        VALIDATE, headers=auth(keys[caller].key), params={"project_id": ids[project]}
+    )
+
+    # Then the answer follows the key's scope
+    assert response.status_code == expected
+    if expected == 403:
+        assert response.json() == NOT_OWNED
+
+
+@pytest.mark.parametrize("mode", get_args(Mode))
+def test_a_session_manages_every_key_of_its_organization_in_every_mode(
+    fake: FakeCekura, client: httpx.Client, world: World, mode: Mode
+) -> None:
+    # Given an Acme dashboard session, in each permission world
+    fake.mode = mode
+    session = bearer(fake.issue_session(organization="Acme"))
+
+    # When it mints for project B and organization-wide, lists, and works on single keys
+    made = client.post(KEYS, headers=session, json={"name": "by hand", "project": world.b})
+    orgwide = client.post(KEYS, headers=session, json={"name": "org-wide"})
+    foreign = client.post(KEYS, headers=session, json={"name": "x", "project": world.c})
+    listed = client.get(KEYS, headers=session)
+    retrieved = client.get(f"{KEYS}{world.key_b.id}/", headers=session)
+    moved = client.patch(f"{KEYS}{world.key_b.id}/", headers=session, json={"project": world.a})
+    deleted = client.delete(f"{KEYS}{world.key_a.id}/", headers=session)
+    other_org = client.get(f"{KEYS}{world.key_c.id}/", headers=session)
+    projects = client.get(PROJECTS, headers=session)
+
+    # Then everything within Acme works, in every mode, and Globex stays out of reach
+    assert (made.status_code, made.json()["project"]) == (201, world.b)
+    assert made.json()["key"].startswith(KEY_PREFIX)
+    assert (orgwide.status_code, orgwide.json()["project"]) == (201, None)
+    assert [r.kind for r in fake.live_keys() if r.id == orgwide.json()["id"]] == ["admin"]
+    assert (foreign.status_code, foreign.json()) == (403, FORBIDDEN)
+    assert listed.status_code == 200
+    assert [k["id"] for k in listed.json()] == [
+        world.key_a.id,
+        world.key_b.id,
+        world.org_key.id,
+        made.json()["id"],
+        orgwide.json()["id"],
+    ]
+    assert all("key" not in k for k in listed.json())
+    assert (retrieved.status_code, retrieved.json()["name"]) == (200, "bootstrap b")
+    assert (moved.status_code, moved.json()["project"]) == (200, world.a)
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    assert not fake.is_live(world.key_a.key)
+    assert (other_org.status_code, other_org.json()) == (404, {"detail": "Not found."})
+    assert [p["id"] for p in projects.json()] == [world.a, world.b]
+
+
+def test_a_session_is_not_an_api_key_for_validate(
+    fake: FakeCekura, client: httpx.Client, world: World
+) -> None:
+    # Given a session of project A's organization
+    session = bearer(fake.issue_session(world.a))
+    params = {"project_id": world.a}
+
+    # When it validates alone, and alongside a valid API key
+    alone = client.get(VALIDATE, headers=session, params=params)
+    beside = client.get(VALIDATE, headers={**session, **auth(world.key_a.key)}, params=params)
+
+    # Then validate reads only the API key: the bearer is ignored
+    assert (alone.status_code, alone.json()) == (401, NOT_PROVIDED)
+    assert beside.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer sb_fake_never-issued", "Bearer", "Bearer two tokens", "bearer " + KEY_PREFIX + "x"],
+)
+def test_an_unknown_bearer_is_unauthenticated_even_beside_a_good_key(
+    fake: FakeCekura, client: httpx.Client, world: World, authorization: str
+) -> None:
+    # Given a bearer no session answers to (an API key sent as a bearer included)
+    headers = {"Authorization": authorization}
+    before = len(fake.live_keys())
+
+    # When it creates (also with a valid API key beside it), lists and lists projects
+    responses = [
+        client.post(KEYS, headers=headers, json={"name": "k", "project": world.a}),
+        client.post(
+            KEYS,
+            headers={**headers, **auth(world.key_a.key)},
+            json={"name": "k", "project": world.a},
+        ),
+        client.get(KEYS, headers=headers),
+        client.get(PROJECTS, headers={**headers, **auth(world.key_a.key)}),
+    ]
+
+    # Then each is a 401 with a detail, because the session is read first, and nothing is minted
+    assert [(r.status_code, r.json()) for r in responses] == [(401, BAD_SESSION)] * 4
+    assert len(fake.live_keys()) == before
+
+
+def test_an_api_key_sent_as_bearer_is_refused_but_other_schemes_are_ignored(
+    fake: FakeCekura, client: httpx.Client, world: World
+) -> None:
+    # Given project A's key, once as a bearer and once beside a Basic Authorization header
+    as_bearer = bearer(world.key_a.key)
+    beside_basic = {"Authorization": "Basic dXNlcjpwYXNz", **auth(world.key_a.key)}
+
+    # When each mints
+    refused = mint_with(client, as_bearer, world.a)
+    accepted = mint_with(client, beside_basic, world.a)
+
+    # Then an API key is no session, while a non-bearer scheme is not read at all
+    assert (refused.status_code, refused.json()) == (401, BAD_SESSION)
+    assert accepted.status_code == 201
+
+
+def mint_with(client: httpx.Client, headers: dict[str, str], project: int) -> httpx.Response:
+    return client.post(KEYS, headers=headers, json={"name": "rotated", "project": project})
+
+
+def test_nocreate_refuses_every_api_key_create_before_reading_the_body(
+    fake: FakeCekura, client: httpx.Client, world: World
+) -> None:
+    # Given the SDK's world, where API keys cannot mint keys
+    fake.mode = "nocreate"
+    before = len(fake.live_keys())
+
+    # When a project key, the org key and an unknown key create, one with a broken body
+    own = mint(client, world.key_a.key, world.a)
+    org = mint(client, world.org_key.key, world.b)
+    broken = client.post(KEYS, headers=auth(world.key_a.key), json={"name": ""})
+    unknown = mint(client, KEY_PREFIX + "not-a-real-key", world.a)
+
+    # Then known keys get a 403 with a detail, unknown ones still a 401, and nothing is minted
+    assert [(r.status_code, r.json()) for r in (own, org, broken)] == [(403, NO_CREATE)] * 3
+    assert (unknown.status_code, unknown.json()) == (401, {"detail": "Invalid API key."})
+    assert len(fake.live_keys()) == before
+    # And the rest of the key API stays session-only, as in spec mode
+    fake.refusal_status = 405
+    listed = client.get(KEYS, headers=auth(world.key_a.key))
+    assert (listed.status_code, listed.headers["allow"]) == (405, "POST")
+    assert client.get(PROJECTS, headers=auth(world.key_a.key)).status_code == 200
+
+
+def test_spec_mode_takes_the_credentials_the_committed_excerpt_lists(
+    fake: FakeCekura, client: httpx.Client, world: World
+) -> None:
+    # Given the OpenAPI excerpt beside the fake, and spec mode answering keys it ignores with 405
+    excerpt = json.loads((Path(fake_cekura.__file__).parent / "openapi-excerpt.json").read_text())
+    fake.refusal_status = 405
+    session = bearer(fake.issue_session(world.a))
+    checked = 0
+
+    # When every modelled operation is called once with an API key and once with a session
+    for path, operations in excerpt["paths"].items():
+        for method, operation in operations.items():
+            if operation["operationId"] == "projects-create":
+                continue  # not modelled by the fake
+            schemes = {name for requirement in operation["security"] for name in requirement}
+            url = path.replace("{id}", str(world.key_b.id))
+            body = {"name": "x", "project": world.b} if method in {"post", "put", "patch"} else None
+            by_key = client.request(method, url, headers=auth(world.key_b.key), json=body)
+            by_session = client.request(method, url, headers=session, json=body)
+
+            # Then a credential is read exactly where the excerpt's `security` lists it
+            assert (by_key.status_code != 405) == ("api_key" in schemes), (method, path)
+            assert (by_session.status_code != 401) == ("supabase_session" in schemes), (
+                method,
+                path,
+            )
+            checked += 1
+    assert checked == 8
+
+
+def test_the_request_log_names_the_credential_kind_but_never_its_value(
+    fake: FakeCekura, client: httpx.Client, world: World
+) -> None:
+    # Given a session and a clean log
+    token = fake.issue_session(world.a)
+    fake.reset_requests()
+
+    # When a key, a session (leaking itself into the query) and nobody call
+    mint(client, world.key_a.key, world.a)
+    client.get(KEYS, headers=bearer(token), params={"leak": token})
+    client.get(PROJECTS)
+
+    # Then each request says which credential it presented, and the token is nowhere
+    seen = fake.requests
+    assert [(r.route, r.status, r.credential, r.caller_key_id) for r in seen] == [
+        ("create", 201, "api_key", world.key_a.id),
+        ("list", 200, "bearer", None),
+        ("projects", 401, None, None),
+    ]
+    assert seen[1].query == {"leak": "<redacted>"}
+    assert token not in repr(seen)
+    assert token.startswith(SESSION_PREFIX)
+
+
+def test_kind_and_session_controls_reject_nonsense(fake: FakeCekura) -> None:
+    # Given a fake with one project
+    project = fake.create_project()
+
+    # When keys and sessions are asked for wrongly, Then it says so
+    with pytest.raises(ValueError, match="kind"):
+        fake.issue_key(project, kind="owner")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="project key needs project_id"):
+        fake.issue_key(organization="Acme", kind="project")
+    with pytest.raises(ValueError, match="organization"):
+        fake.issue_session()
+    with pytest.raises(ValueError, match="unknown project"):
+        fake.issue_session(42)
+    with pytest.raises(ValueError, match="is not in"):
+        fake.issue_session(project, organization="Globex")
 
 
 # -- faults -----------------------------------------------------------------------------------
@@ -771,7 +1135,7 @@ def test_main_serves_standalone_and_prints_a_bootstrap_key() -> None:
     with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
-            printed = dict(process.stdout.readline().strip().split("=", 1) for _ in range(3))
+            printed = dict(process.stdout.readline().strip().split("=", 1) for _ in range(4))
 
             # When its bootstrap key validates against the printed project
             response = httpx.get(
@@ -785,9 +1149,16 @@ def test_main_serves_standalone_and_prints_a_bootstrap_key() -> None:
                 headers=auth(printed["CEKURA_API_KEY"]),
                 timeout=5.0,
             )
+            keys = httpx.get(
+                f"{printed['CEKURA_BASE_URL']}{KEYS}",
+                headers=bearer(printed["CEKURA_SESSION_TOKEN"]),
+                timeout=5.0,
+            )
         finally:
             process.terminate()
 
     # Then it answers like the fake in-process
     assert response.status_code == 200
     assert [p["id"] for p in projects.json()] == [1]
+    # And its dashboard session lists keys, which spec mode keeps from API keys
+    assert [k["name"] for k in keys.json()] == ["bootstrap"]

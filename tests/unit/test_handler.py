@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cekura_rotator import handler
-from cekura_rotator.errors import EventError, RotationStateError, RotatorError
+from cekura_rotator.errors import EventError, RotationStateError, RotatorError, SecretsStoreError
 from cekura_rotator.observability import Redactor, logger, redactor
 from infra.local.lambda_bridge import FakeLambdaContext
 from tests.conftest import LogCapture, World
 
 ROTATION_TOKEN = "rotation-token-" + "z" * 30
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -129,3 +138,124 @@ def test_handler_never_turns_on_debug_logging(env: World, logs: LogCapture) -> N
     assert logging.getLogger().getEffectiveLevel() > logging.DEBUG
     assert logging.getLogger("botocore").getEffectiveLevel() > logging.DEBUG
     assert all(json.loads(line)["level"] != "DEBUG" for line in logs.lines)
+
+
+# -- runtime settings ----------------------------------------------------------------------------
+
+_EMIT = """
+from cekura_rotator.observability import count, metrics
+count("StepSucceeded")
+metrics.add_dimension(name="Step", value="createSecret")
+metrics.flush_metrics()
+"""
+
+
+def _emitted(env: dict[str, str]) -> dict[str, object]:
+    """The EMF document a fresh interpreter prints after importing observability under `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("POWERTOOLS_")}
+    result = subprocess.run(
+        [sys.executable, "-c", _EMIT],
+        env={**clean, "PYTHONPATH": str(REPO_ROOT / "lambda"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    document = json.loads(result.stdout.strip().splitlines()[-1])
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.mark.parametrize(
+    ("env", "namespace", "service"),
+    [
+        (
+            {"POWERTOOLS_METRICS_NAMESPACE": "TeamRotation", "POWERTOOLS_SERVICE_NAME": "keys"},
+            "TeamRotation",
+            "keys",
+        ),
+        ({}, "CekuraRotator", "cekura-rotator"),
+    ],
+    ids=["from the environment", "code fall-backs"],
+)
+def test_powertools_names_come_from_the_environment_with_the_code_as_fallback(
+    env: dict[str, str], namespace: str, service: str
+) -> None:
+    # Given the function's environment with or without the Powertools variables
+    # When a fresh interpreter imports the rotator and emits a metric
+    document = _emitted(env)
+    # Then the metric carries the environment's namespace and service, else the code's
+    aws = document["_aws"]
+    assert isinstance(aws, dict)
+    (directive,) = aws["CloudWatchMetrics"]
+    assert directive["Namespace"] == namespace
+    assert document["service"] == service
+    assert sorted(directive["Dimensions"][0]) == ["Step", "service"]
+
+
+class _Silent(threading.Thread):
+    """A TCP endpoint that accepts connections and never answers: a hung Secrets Manager."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.accepted = 0
+        self.held: list[socket.socket] = []
+        self.stopped = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            self.held.append(connection)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+        for connection in self.held:
+            connection.close()
+        self.server.close()
+
+
+def test_secrets_manager_client_has_timeouts_and_a_retry_budget_that_fit_a_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the configured client settings, which must fit one 60 s step for a hung call
+    config: Any = handler.secretsmanager_config()  # botocore's stubs do not type its options
+    assert config.retries == {"mode": "standard", "total_max_attempts": handler.SM_MAX_ATTEMPTS}
+    assert (config.connect_timeout, config.read_timeout) == (
+        handler.SM_CONNECT_TIMEOUT,
+        handler.SM_READ_TIMEOUT,
+    )
+    worst = handler.SM_MAX_ATTEMPTS * (handler.SM_CONNECT_TIMEOUT + handler.SM_READ_TIMEOUT)
+    assert worst + 3 < 60  # plus standard mode's jittered backoff (< 1 s, then < 2 s)
+
+    # Given a Secrets Manager that accepts connections and never answers (the read timeout
+    # shortened, so that the test need not wait it out)
+    silent = _Silent()
+    silent.start()
+    monkeypatch.setattr(handler, "SM_READ_TIMEOUT", 0.3)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", silent.url)
+    handler.rotator.cache_clear()
+    event = {"Step": "createSecret", "SecretId": "cekura/hung", "ClientRequestToken": "t" * 36}
+    started = time.monotonic()
+    try:
+        # When the handler runs a step
+        with pytest.raises(SecretsStoreError, match="ReadTimeoutError") as caught:
+            handler.lambda_handler(event, FakeLambdaContext())
+    finally:
+        silent.stop()
+        handler.rotator.cache_clear()
+    # Then the call was tried exactly three times, each cut off by the read timeout, and the step
+    # failed with a typed error long before its deadline
+    assert silent.accepted == 3
+    assert time.monotonic() - started < 10
+    assert "step=createSecret secret=cekura/hung" in str(caught.value)

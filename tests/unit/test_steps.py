@@ -189,12 +189,12 @@ def test_create_with_a_rejected_key_changes_nothing(world: World) -> None:
 
 
 @pytest.mark.parametrize("mode", ["spec", "permissive"])
-def test_failed_store_after_minting_deletes_the_new_key(
+def test_store_refused_after_minting_deletes_the_new_key(
     world: World, logs: LogCapture, mode: Mode
 ) -> None:
-    # Given PutSecretValue fails once, after the key was minted
+    # Given PutSecretValue is refused once with an error that proves it did nothing
     world.fake.mode = mode
-    calls = _fail_next(world, "PutSecretValue")
+    calls = _fail_next(world, "PutSecretValue", "LimitExceededException")
     token = world.start_rotation()
     # When createSecret runs
     with pytest.raises(SecretsStoreError, match="PutSecretValue"):
@@ -207,6 +207,51 @@ def test_failed_store_after_minting_deletes_the_new_key(
     assert len(deletes) == 1
     assert minted[0].deleted is (mode == "permissive")
     assert any(f'"key_id": {minted[0].id}' in line for line in logs.lines)
+
+
+def test_store_failing_ambiguously_keeps_the_key_and_names_it(
+    world: World, logs: LogCapture
+) -> None:
+    # Given PutSecretValue fails with an error after which the write may have happened
+    # (botocore retried a throttled call: an earlier attempt may have been carried out)
+    world.fake.mode = "permissive"
+    _fail_next(world, "PutSecretValue", "ThrottlingException")
+    token = world.start_rotation()
+    # When createSecret runs
+    with pytest.raises(SecretsStoreError, match="ThrottlingException"):
+        world.step(world.rotator(), Step.CREATE, token)
+    # Then the key is not deleted (it may be the stored one) and its id is in the log
+    minted = [k for k in world.fake.all_keys() if k.name.endswith(token[:8])]
+    assert len(minted) == 1
+    assert not minted[0].deleted
+    assert any(f'"key_id": {minted[0].id}' in line and "kept" in line for line in logs.lines)
+
+
+def test_store_that_reports_failure_after_writing_keeps_the_key_and_completes(
+    world: World, logs: LogCapture
+) -> None:
+    # Given PutSecretValue stores the value but its answer is lost (a 500 after the write)
+    world.fake.mode = "permissive"
+    lost: list[int] = []
+
+    def lose_answer(**_: Any) -> None:
+        if not lost:
+            lost.append(1)
+            raise ClientError({"Error": {"Code": "InternalServiceError", "Message": "x"}}, "Put")
+
+    world.sm.meta.events.register("after-call.secrets-manager.PutSecretValue", lose_answer)
+    rotator = world.rotator()
+    token = world.start_rotation()
+    # When the rotation runs
+    for step in Step:
+        world.step(rotator, step, token)
+    # Then createSecret read its version back, found its key stored, and did not delete it:
+    # the rotation completed onto a live key
+    assert lost == [1]
+    current = _value(world, VersionStage="AWSCURRENT")
+    assert world.stages()[token] == ["AWSCURRENT"]
+    assert world.fake.is_live(current["api_key"])
+    assert any("stored although the call reported a failure" in line for line in logs.lines)
 
 
 def test_testsecret_fails_clearly_for_a_key_of_another_project(world: World) -> None:
@@ -268,8 +313,8 @@ def test_revocation_policy_in_each_permission_world(
     gen1, gen2, gen3 = _keys_by_generation(world, tokens)
     bootstrap = next(k for k in world.fake.all_keys() if k.id == world.bootstrap_id)
     deleted = {k.id for k in (bootstrap, gen1, gen2, gen3) if k.deleted}
-    refused = [line for line in logs.lines if "delete this key in the dashboard" in line]
-    # Then what was deleted (or refused, for the dashboard) follows the policy
+    manual = _recorded_key_ids(world, "CEKURA_MANUAL_")
+    # Then what was deleted (or recorded for deletion in the dashboard) follows the policy
     expected = {
         "grace": {bootstrap.id, gen1.id},  # two rotations old
         "immediate": {bootstrap.id, gen1.id, gen2.id},  # each key as soon as it is superseded
@@ -277,11 +322,11 @@ def test_revocation_policy_in_each_permission_world(
     }[policy]
     if mode == "permissive":
         assert deleted == expected
-        assert refused == []
+        assert manual == set()
     else:
         assert deleted == set()
-        refused_ids = {json.loads(line)["key_id"] for line in refused}
-        assert refused_ids == expected
+        assert manual == expected
+    assert _recorded_key_ids(world, "CEKURA_OWED_") == set()
     # And the current key always works
     assert not gen3.deleted
     assert world.fake.is_live(_value(world, VersionStage="AWSCURRENT")["api_key"])
@@ -299,28 +344,47 @@ def test_grace_keeps_the_superseded_key_valid_for_one_period(world: World) -> No
     assert world.fake.is_live(previous["api_key"])
 
 
-def test_finish_retried_after_current_moved_completes_immediate_revocation(
-    world: World,
+def _recorded_key_ids(world: World, prefix: str) -> set[int]:
+    """Key ids of the versions carrying an owed-revocation label with `prefix`."""
+    return {
+        _value(world, VersionId=version)["key_id"]
+        for version, stages in world.stages().items()
+        if any(s.startswith(prefix) for s in stages)
+    }
+
+
+@pytest.mark.parametrize("policy", ["grace", "immediate"])
+def test_a_failing_delete_never_blocks_rotation_and_is_settled_later(
+    world: World, policy: str
 ) -> None:
-    # Given an immediate-policy rotation whose finishSecret died after moving AWSCURRENT
+    # Given deletion is allowed but Cekura's DELETE answers 503 for a long while
     world.fake.mode = "permissive"
-    rotator = world.rotator("immediate")
-    token = world.start_rotation()
-    for step in (Step.CREATE, Step.SET, Step.TEST):
-        world.step(rotator, step, token)
-    old = world.sm.describe_secret(SecretId=world.arn)["VersionIdsToStages"]
-    old_current = next(v for v, s in old.items() if "AWSCURRENT" in s)
-    world.sm.update_secret_version_stage(
-        SecretId=world.arn,
-        VersionStage="AWSCURRENT",
-        MoveToVersionId=token,
-        RemoveFromVersionId=old_current,
-    )
-    # When finishSecret is retried
-    world.step(rotator, Step.FINISH, token)
-    # Then the superseded key is deleted and AWSPENDING is gone from the new version
-    assert not world.fake.is_live(world.bootstrap_key)
+    rotator = world.rotator(policy)
+    if policy == "grace":
+        world.rotate(rotator)  # a key two rotations old exists only after one rotation
+    world.fake.inject("delete", Fault(status=503, times=500))
+    # When a rotation runs
+    token = world.rotate(rotator)
+    # Then it completes, and the key it owes is recorded on its version, still live
     assert world.stages()[token] == ["AWSCURRENT"]
+    owed = _recorded_key_ids(world, "CEKURA_OWED_")
+    assert owed == {world.bootstrap_id}
+    assert world.fake.is_live(world.bootstrap_key)
+    # And when the fault clears, the next rotation settles the debt and clears the record
+    world.fake.clear_faults()
+    world.rotate(rotator)
+    assert not world.fake.is_live(world.bootstrap_key)
+    assert _recorded_key_ids(world, "CEKURA_OWED_") == set()
+
+
+def test_immediate_takes_awsprevious_off_the_key_it_revokes(world: World) -> None:
+    # Given immediate revocation with deletion allowed
+    world.fake.mode = "permissive"
+    # When the secret is rotated
+    world.rotate(world.rotator("immediate"))
+    # Then no label points at the revoked key: AWSPREVIOUS is gone with it
+    assert not world.fake.is_live(world.bootstrap_key)
+    assert all("AWSPREVIOUS" not in stages for stages in world.stages().values())
 
 
 def test_rotation_refused_when_not_enabled(make_world: Callable[..., World]) -> None:
@@ -348,7 +412,8 @@ def test_testsecret_without_a_pending_value_checks_the_current_key(world: World)
     # Given a rotation whose pending version holds no value yet (a configuration check)
     token = world.start_rotation()
     # When testSecret runs, Then it validates the current key and passes
-    assert "works for project" in world.step(world.rotator(), Step.TEST, token)
+    assert "configuration check" in world.step(world.rotator(), Step.TEST, token)
+    assert "CEKURA_UNTESTED" in world.stages()[token]
     # And when the current key has been revoked, it fails clearly
     world.fake.mode = "permissive"
     httpx.delete(
@@ -357,3 +422,79 @@ def test_testsecret_without_a_pending_value_checks_the_current_key(world: World)
     )
     with pytest.raises(KeyValidationError, match="401"):
         world.step(world.rotator(validate_max_wait=1.0), Step.TEST, token)
+
+
+@pytest.mark.parametrize("alive", [True, False])
+def test_a_pending_key_test_could_not_read_is_tested_by_finish(world: World, alive: bool) -> None:
+    # Given createSecret stored a new key, but testSecret's read of it came back "not found"
+    # (Secrets Manager's reads are not always consistent right after a write)
+    world.fake.mode = "permissive"
+    rotator = world.rotator(validate_max_wait=1.0)
+    token = world.start_rotation()
+    world.step(rotator, Step.CREATE, token)
+    world.step(rotator, Step.SET, token)
+    _fail_next(world, "GetSecretValue", "ResourceNotFoundException")
+    world.step(rotator, Step.TEST, token)
+    pending = _value(world, VersionId=token, VersionStage="AWSPENDING")
+    if not alive:
+        httpx.delete(
+            f"{world.fake.url}/user/api/v1/user-api-key/{pending['key_id']}/",
+            headers={"X-CEKURA-API-KEY": world.bootstrap_key},
+        )
+    before = world.current()
+    # When finishSecret runs
+    if alive:
+        world.step(rotator, Step.FINISH, token)
+        # Then it tested the key itself, promoted it, and dropped the mark
+        assert world.stages()[token] == ["AWSCURRENT"]
+    else:
+        # Then a key Cekura does not accept is never promoted
+        with pytest.raises(KeyValidationError, match="401"):
+            world.step(rotator, Step.FINISH, token)
+        assert world.current() == before
+
+
+def test_plain_string_secret_never_loses_its_new_key_to_the_stray_sweep(
+    make_world: Callable[..., World],
+) -> None:
+    # Given a plain-string secret, and Cekura letting API keys list and delete
+    world = make_world(lambda key, project, key_id: key)
+    world.fake.mode = "permissive"
+    rotator = world.rotator("grace", default_project_id=world.project_id)
+    # When it is rotated twice
+    world.rotate(rotator)
+    world.rotate(rotator)
+    # Then AWSCURRENT still holds a live key, and nothing was deleted by id
+    current = world.sm.get_secret_value(SecretId=world.arn, VersionStage="AWSCURRENT")
+    assert world.fake.is_live(current["SecretString"])
+    assert not [r for r in world.fake.requests if r.route == "delete"]
+
+
+def test_a_key_held_without_key_id_or_by_a_custom_label_is_never_revoked(world: World) -> None:
+    # Given deletion is allowed, an application pins the first rotation's version with its own
+    # label, and an operator re-stored the current key without its key_id
+    world.fake.mode = "permissive"
+    rotator = world.rotator("grace")
+    first = world.rotate(rotator)
+    world.sm.update_secret_version_stage(
+        SecretId=world.arn, VersionStage="APP_PINNED", MoveToVersionId=first
+    )
+    second = world.rotate(rotator)
+    second_key = _value(world, VersionId=second)["api_key"]
+    world.sm.put_secret_value(
+        SecretId=world.arn, SecretString=secret_json(second_key, world.project_id)
+    )
+    pinned_key = _value(world, VersionId=first)["api_key"]
+    # When the next grace rotation runs
+    world.rotate(rotator)
+    # Then the key that AWSPREVIOUS now holds (known there only by value) is live, and so is the
+    # key pinned by the custom label; every labelled version's key is live
+    assert world.fake.is_live(second_key)
+    assert world.fake.is_live(pinned_key)
+    held = [
+        json.loads(world.value_of(v) or "{}").get("api_key")
+        for v, stages in world.stages().items()
+        if any(not s.startswith("CEKURA_") for s in stages)
+    ]
+    assert held
+    assert all(world.fake.is_live(k) for k in held)

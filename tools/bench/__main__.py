@@ -1,11 +1,15 @@
 """`make bench`: every figure from one run on this machine, then a table of goals and JSON.
 
-    python -m infra.bench [--rotations N] [--scale 10,50,200] [--rate 20] [--skip-build]
+    python -m tools.bench [--rotations N] [--scale 10,50,200] [--rate 20] [--skip-build]
+                          [--aws-latency-ms 25] [--cekura-latency-ms 150] [--prod-rotations 6]
+                          [--quick]
 
-The real handler is measured beside a minimal rotator (infra/bench/minimal.py) on the same
-stand-ins in the same run, so the ratios are what matter; absolute times are this machine's and
-loopback's. Exit status 1 means a rotation failed (the figures are then not comparable), not that
-a goal was missed.
+The real handler is measured beside a minimal rotator (tools/bench/minimal.py) on the same
+stand-ins in the same run, so the ratios are what matter; absolute times are this machine's.
+The loopback figures measure mostly Python; the production-shaped ones add a round trip to every
+call (BENCH_AWS_LATENCY_MS, BENCH_CEKURA_LATENCY_MS, or the flags), where the number of calls
+decides the time. Exit status 1 means a rotation failed (the figures are then not comparable),
+not that a goal was missed.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from infra.bench import coldstart, package, rotations, scale
-from infra.bench.report import Report, write_json
-from infra.bench.stand import ROOT, BenchError, Stand, open_stand
 from infra.local.stack import patched_environ
+from tools.bench import coldstart, memory, package, production, rotations, scale
+from tools.bench.report import Report, write_json
+from tools.bench.stand import ROOT, BenchError, Stand, open_stand
 
 
 def _sizes(text: str) -> list[int]:
@@ -37,19 +41,58 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _env_ms(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of milliseconds, not {raw!r}") from None
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.bench", description="Benchmark the Cekura rotator."
+        prog="python -m tools.bench", description="Benchmark the Cekura rotator."
     )
     parser.add_argument("--rotations", type=int, default=30, help="warm rotations per rotator")
     parser.add_argument("--scale", type=_sizes, default=[10, 50, 200], help="secrets at once")
     parser.add_argument("--rate", type=float, default=20.0, help="Cekura requests/s in --scale")
     parser.add_argument("--cold-repeats", type=int, default=5, help="cold starts per rotator")
     parser.add_argument("--skip-build", action="store_true", help="no sam build (no size figures)")
+    parser.add_argument(
+        "--aws-latency-ms",
+        type=float,
+        default=_env_ms("BENCH_AWS_LATENCY_MS", production.DEFAULT_AWS_MS),
+        help="round trip per Secrets Manager call (env BENCH_AWS_LATENCY_MS; default 25)",
+    )
+    parser.add_argument(
+        "--cekura-latency-ms",
+        type=float,
+        default=_env_ms("BENCH_CEKURA_LATENCY_MS", production.DEFAULT_CEKURA_MS),
+        help="round trip per Cekura call (env BENCH_CEKURA_LATENCY_MS; default 150)",
+    )
+    parser.add_argument(
+        "--prod-rotations", type=int, default=6, help="production-shaped rotations per policy"
+    )
+    parser.add_argument(
+        "--memory-repeats", type=int, default=2, help="fresh processes per memory case"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: no build, 2 rotations, 1 repeat, scale 2, 2 production rotations",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench.json")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.skip_build = True
+        args.rotations, args.cold_repeats, args.scale = 2, 1, [2]
+        args.prod_rotations, args.memory_repeats = 2, 1
     if args.rotations < 2 or args.cold_repeats < 1 or args.rate <= 0:
         parser.error("--rotations must be >= 2, --cold-repeats >= 1, --rate > 0")
+    if args.prod_rotations < 1 or args.memory_repeats < 1:
+        parser.error("--prod-rotations and --memory-repeats must be >= 1")
+    if args.aws_latency_ms < 0 or args.cekura_latency_ms < 0:
+        parser.error("latencies must be >= 0 ms")
     return args
 
 
@@ -68,13 +111,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     report.line(
         "Stand-ins: moto server and the fake Cekura ('spec' mode: API keys may create keys, "
-        "not list or delete them) on 127.0.0.1; revocation policy grace (the default)."
+        "not list or delete them) on 127.0.0.1; revocation policy grace (the default). The "
+        "memory and production-shaped figures switch the fake to 'permissive' (keys may delete)."
     )
     failed = False
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, open(os.devnull, "w") as devnull:
         built = package.build(Path(tmp)) if not args.skip_build else "--skip-build"
         report.package(built)
         figures["package"] = built
+        slim = package.build_slim(Path(tmp)) if not args.skip_build else "--skip-build"
+        report.slim(slim)
+        figures["package_without_sdk"] = slim
         if isinstance(built, str):
             scenarios = [coldstart.venv()]
         else:
@@ -126,6 +173,19 @@ def _measure(
     report.warm(warm)
     figures["calls"] = rotations.count_calls(stand)
     report.calls(figures["calls"])
+
+    # Admin mode, once the rotator has it, is one more memory.MemoryCase (see memory.py).
+    cases = memory.policy_cases()
+    figures["memory"] = memory.run(stand, scenarios[-1], cases, repeats=args.memory_repeats)
+    report.memory_cases(figures["memory"])
+
+    figures["production"] = production.run(
+        stand,
+        aws_ms=args.aws_latency_ms,
+        cekura_ms=args.cekura_latency_ms,
+        rotations_per_policy=args.prod_rotations,
+    )
+    report.production(figures["production"])
 
     limited, free = [], []
     for count in args.scale:

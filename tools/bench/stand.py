@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import boto3
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 Handler = Callable[[dict[str, Any], Any], Any]
+Mode = Literal["spec", "permissive"]
 
 
 class BenchError(RuntimeError):
@@ -91,6 +92,18 @@ class Stand:
         if len(bridge.invocations) != 4:
             raise BenchError(f"RotateSecret ran {len(bridge.invocations)} steps, not 4")
         return bridge, seconds
+
+    @contextlib.contextmanager
+    def fake_mode(self, mode: Mode) -> Iterator[None]:
+        """The fake Cekura in `mode` for the block (`permissive`: API keys may list and delete
+        keys, as in the older spec; `spec`: they may only create), then as it was."""
+        fake = self.stack.fake
+        saved = fake.mode
+        fake.mode = mode
+        try:
+            yield
+        finally:
+            fake.mode = saved
 
     def is_current(self, arn: str, token: str) -> bool:
         stages = self.driver.describe_secret(SecretId=arn)["VersionIdsToStages"]

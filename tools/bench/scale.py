@@ -22,8 +22,8 @@ from cekura_rotator.cekura import CekuraClient
 from cekura_rotator.config import Config
 from cekura_rotator.secrets_store import SecretsStore
 from cekura_rotator.steps import RotationRequest, Rotator, Step
-from infra.bench.stand import AwsCallLog, Stand
 from infra.local.lambda_bridge import FUNCTION_ARN
+from tools.bench.stand import AwsCallLog, Stand
 
 # The template's Timeout: Secrets Manager invokes each step separately, each with this budget.
 STEP_TIMEOUT = 60.0

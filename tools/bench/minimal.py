@@ -1,9 +1,19 @@
-"""The floor the real rotator is measured against: the four steps and nothing else.
+"""The floor the real rotator is measured against: the four steps and the policy's essentials.
 
 One create call and one validate call at Cekura, the Secrets Manager calls a correct rotation
-cannot do without, no retries, no logging, no metrics, no revocation. Plain boto3 and httpx,
-clients made on first use and kept for the container, as the real handler does. It is a
-yardstick, not a rotator to deploy: it trusts the secret's shape and stops at the first error.
+cannot do without, no retries, no logging, no metrics. Revocation follows BENCH_MINIMAL_POLICY
+(default `off`, so the loopback figures compare against a rotator that never revokes):
+- `grace`: finishSecret also reads the AWSPREVIOUS version (before AWSCURRENT moves, so the key
+  two rotations old) and deletes its key at Cekura;
+- `immediate`: finishSecret also reads the superseded version and deletes its key;
+- `off`: nothing more.
+Each delete is authorised by the key being deleted (it is still live: that is why it is deleted),
+so revoking costs one read and one DELETE, the fewest possible. The real rotator authorises with
+the new key and checks that no kept version still holds the old one; those are its extra calls.
+
+Plain boto3 and httpx, clients made on first use and kept for the container, as the real handler
+does. It is a yardstick, not a rotator to deploy: it trusts the secret's shape and stops at the
+first error.
 
 Only boto3 and httpx are imported here, so a cold start of this module costs what the two
 libraries cost and no more.
@@ -26,6 +36,9 @@ VALIDATE_PATH = "/app/otel/validate/"
 AUTH_HEADER = "X-CEKURA-API-KEY"
 CURRENT = "AWSCURRENT"
 PENDING = "AWSPENDING"
+PREVIOUS = "AWSPREVIOUS"
+POLICY_ENV = "BENCH_MINIMAL_POLICY"
+POLICIES = ("grace", "immediate", "off")
 
 _clients: tuple[SecretsManagerClient, httpx.Client, str] | None = None
 
@@ -72,7 +85,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> None:
         )
         response.raise_for_status()
     elif step == "finishSecret":
+        policy = policy_from_env()
         old = next(v for v, s in versions.items() if CURRENT in s)
+        previous = next((v for v, s in versions.items() if PREVIOUS in s), None)
+        if policy == "grace" and previous is not None:
+            _revoke(sm, http, base, arn, previous)
         sm.update_secret_version_stage(
             SecretId=arn, VersionStage=CURRENT, MoveToVersionId=token, RemoveFromVersionId=old
         )
@@ -81,7 +98,28 @@ def lambda_handler(event: dict[str, Any], context: Any) -> None:
         sm.update_secret_version_stage(
             SecretId=arn, VersionStage=PENDING, RemoveFromVersionId=token
         )
+        if policy == "immediate":
+            _revoke(sm, http, base, arn, old)
     # setSecret: Cekura keys are live once created, so there is nothing to push.
+
+
+def policy_from_env() -> str:
+    """The revocation policy this rotator follows (BENCH_MINIMAL_POLICY, default `off`)."""
+    policy = os.environ.get(POLICY_ENV, "").strip().lower() or "off"
+    if policy not in POLICIES:
+        raise ValueError(f"{POLICY_ENV} must be one of {', '.join(POLICIES)}, not {policy!r}")
+    return policy
+
+
+def _revoke(
+    sm: SecretsManagerClient, http: httpx.Client, base: str, arn: str, version: str
+) -> None:
+    """Read a version's key and delete it at Cekura, authorised by that key itself."""
+    old = json.loads(sm.get_secret_value(SecretId=arn, VersionId=version)["SecretString"])
+    response = http.delete(
+        f"{base}{KEYS_PATH}{old['key_id']}/", headers={AUTH_HEADER: old["api_key"]}
+    )
+    response.raise_for_status()
 
 
 def _create(sm: SecretsManagerClient, http: httpx.Client, base: str, event: dict[str, Any]) -> None:

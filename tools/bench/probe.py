@@ -1,6 +1,6 @@
 """The child process of the cold-start, memory and Tracer figures: a stand-in Lambda container.
 
-    python -m infra.bench.probe {handler|minimal|tracer} RESULT.json
+    python -m tools.bench.probe {handler|minimal|tracer} RESULT.json
 
 It imports the rotator named, runs the four steps of the rotation the parent started (secret and
 token in BENCH_SECRET_ARN / BENCH_TOKEN) against the parent's moto server and fake Cekura, and
@@ -56,7 +56,7 @@ def main() -> None:
 
     started = time.perf_counter()
     if mode == "minimal":
-        from infra.bench.minimal import lambda_handler
+        from tools.bench.minimal import lambda_handler
     else:
         from cekura_rotator.handler import lambda_handler
     imported = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Cold starts, peak memory and import costs, each from a fresh interpreter (infra.bench.probe).
+"""Cold starts, peak memory and import costs, each from a fresh interpreter (tools.bench.probe).
 
 A scenario is one way of laying out the code a container would load:
 - `shipped`: the `sam build` output as it is (sources only, no bytecode), run with `-S` so only
@@ -29,8 +29,8 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from infra.bench.stand import ROOT, BenchError, Stand
-from infra.bench.stats import summary
+from tools.bench.stand import ROOT, BenchError, Stand
+from tools.bench.stats import summary
 
 MODES = ("handler", "minimal")
 # Top-level modules grouped by the dependency that brings them, for the import breakdown.
@@ -118,9 +118,13 @@ def run_probe(
     *,
     importtime: bool = False,
     extra_env: Mapping[str, str] | None = None,
+    secret: str | None = None,
 ) -> ProbeRun:
-    """Start a rotation, let a fresh interpreter run its four steps, check that it completed."""
-    arn = stand.new_secrets(1, f"cold-{mode}")[0]
+    """Start a rotation, let a fresh interpreter run its four steps, check that it completed.
+
+    The secret is a fresh one (its first rotation) unless `secret` names one to rotate again.
+    """
+    arn = secret or stand.new_secrets(1, f"cold-{mode}")[0]
     token = stand.start_rotations([arn])[0]
     env = {
         **stand.child_env(),
@@ -134,7 +138,7 @@ def run_probe(
     with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
         result_path = Path(tmp) / "result.json"
         stderr_path = Path(tmp) / "stderr"
-        command = [sys.executable, *flags, "-m", "infra.bench.probe", mode, str(result_path)]
+        command = [sys.executable, *flags, "-m", "tools.bench.probe", mode, str(result_path)]
         with stderr_path.open("wb") as stderr:
             started = time.perf_counter()
             process = subprocess.Popen(
@@ -237,7 +241,7 @@ def hidden_modules(requirements: Path, *, allow: Iterable[str] = ()) -> list[str
         line = raw.split("#", 1)[0].strip()
         if line and not line.startswith("-"):
             names.append(Requirement(line).name)
-    shipped = _closure_modules(names) | {"cekura_rotator", "infra"} | set(allow)
+    shipped = _closure_modules(names) | {"cekura_rotator", "infra", "tools"} | set(allow)
     installed = metadata.packages_distributions()
     return sorted(
         name

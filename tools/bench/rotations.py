@@ -15,9 +15,9 @@ from typing import Any
 import boto3
 
 from cekura_rotator import handler
-from infra.bench import minimal
-from infra.bench.stand import AwsCallLog, Handler, Stand
-from infra.bench.stats import summary
+from tools.bench import minimal
+from tools.bench.stand import AwsCallLog, Handler, Stand
+from tools.bench.stats import summary
 
 VARIANTS: dict[str, Handler] = {
     "handler": handler.lambda_handler,
@@ -47,10 +47,10 @@ MINIMUM: dict[str, tuple[int, int, str]] = {
         "AWSCURRENT, and again to drop AWSPENDING (moto insists; AWS would not)",
     ),
 }
-# Revoking the superseded key (policy grace, from the second rotation on) needs, in finishSecret:
-# GetSecretValue of the token (the new key authorises the delete), GetSecretValue AWSPREVIOUS
-# (the old key's id), and the DELETE at Cekura.
-REVOCATION = (2, 1)
+# Revoking a key (policy grace: AWSPREVIOUS, from the second rotation on; immediate: the version
+# AWSCURRENT leaves) needs, in finishSecret: GetSecretValue of that version (its key id, and its
+# key, which may authorise its own deletion), and the DELETE at Cekura.
+REVOCATION = (1, 1)
 
 
 def reset_clients(*, keep_session: bool = False) -> None:
