@@ -12,16 +12,17 @@ import io
 import json
 import logging
 import os
+import uuid
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 import httpx
 
-from infra.local.fake_cekura import FakeCekura
+from infra.local.fake_cekura import FakeCekura, Mode
 from infra.local.lambda_bridge import ACCOUNT_ID, FUNCTION_ARN, FUNCTION_NAME, REGION, LambdaBridge
 
 if TYPE_CHECKING:
@@ -97,6 +98,70 @@ def secret_json(api_key: str, project_id: int, **extra: Any) -> str:
     return json.dumps({"api_key": api_key, "project_id": project_id, **extra})
 
 
+# -- admin secrets ----------------------------------------------------------------------------
+
+AdminKind = Literal["api_key", "bearer_token"]
+ADMIN_KINDS: tuple[AdminKind, ...] = ("api_key", "bearer_token")
+
+
+@dataclass(frozen=True)
+class AdminSecret:
+    """An admin secret stored in Secrets Manager, and the credential it holds (never in repr)."""
+
+    arn: str
+    kind: AdminKind
+    credential: str = field(repr=False)
+
+    def env(self, *also_allowed: str) -> dict[str, str]:
+        """The function's environment with this admin secret as the default."""
+        return admin_env(self.arn, *also_allowed)
+
+
+def admin_env(default: str | None, *allowed: str) -> dict[str, str]:
+    """CEKURA_ADMIN_SECRET_ARN and CEKURA_ALLOWED_ADMIN_SECRET_ARNS, as the template sets them
+    from `AdminSecretArns` (the first entry is the default; every entry is allowed)."""
+    arns = [arn for arn in (default, *allowed) if arn]
+    return {
+        "CEKURA_ADMIN_SECRET_ARN": default or "",
+        "CEKURA_ALLOWED_ADMIN_SECRET_ARNS": ",".join(dict.fromkeys(arns)),
+    }
+
+
+def admin_secret_json(
+    kind: AdminKind, credential: str, *, projects: Iterable[int] | None = None
+) -> str:
+    """An admin secret's value: `{"api_key": ...}` or `{"bearer_token": ...}`, maybe `projects`."""
+    document: dict[str, Any] = {kind: credential}
+    if projects is not None:
+        document["projects"] = list(projects)
+    return json.dumps(document)
+
+
+def create_admin_secret(
+    client: SecretsManagerClient,
+    fake: FakeCekura,
+    kind: AdminKind,
+    *,
+    project_id: int | None = None,
+    organization: str | None = None,
+    projects: Iterable[int] | None = None,
+    name: str | None = None,
+) -> AdminSecret:
+    """An admin credential for the organization of `project_id` (or `organization`), stored as
+    an admin secret: an organization-wide admin API key (`api_key`) or a dashboard session
+    (`bearer_token`) issued by the fake Cekura."""
+    if kind == "bearer_token":
+        credential = fake.issue_session(project_id, organization=organization)
+    else:
+        issued = fake.issue_key(project_id, "admin", organization=organization, kind="admin")
+        credential = issued.key
+    arn = client.create_secret(
+        Name=name or f"cekura/admin-{uuid.uuid4().hex[:8]}",
+        SecretString=admin_secret_json(kind, credential, projects=projects),
+    )["ARN"]
+    return AdminSecret(arn, kind, credential)
+
+
 @dataclass
 class LocalStack:
     """Handles on the running stand-ins."""
@@ -121,6 +186,37 @@ class LocalStack:
             **overrides,
         }
 
+    def create_admin_secret(
+        self,
+        kind: AdminKind,
+        *,
+        project_id: int | None = None,
+        organization: str | None = None,
+        projects: Iterable[int] | None = None,
+    ) -> AdminSecret:
+        """An admin secret in moto server holding a credential the fake Cekura issued."""
+        return create_admin_secret(
+            self.client(),
+            self.fake,
+            kind,
+            project_id=project_id,
+            organization=organization,
+            projects=projects,
+        )
+
+    @contextmanager
+    def function_env(self, values: Mapping[str, str]) -> Iterator[None]:
+        """The function redeployed with these variables for the block: the in-process handler
+        builds its rotator again from the environment, before and after."""
+        from cekura_rotator import handler
+
+        with patched_environ(values):
+            handler.rotator.cache_clear()
+            try:
+                yield
+            finally:
+                handler.rotator.cache_clear()
+
 
 @contextmanager
 def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
@@ -140,7 +236,7 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
 @contextmanager
 def local_stack(
     *,
-    mode: Literal["spec", "permissive"] = "spec",
+    mode: Mode = "spec",
     env: Mapping[str, str] | None = None,
     secret_id_as: Literal["arn", "name"] = "arn",
 ) -> Iterator[LocalStack]:
@@ -174,8 +270,14 @@ def local_stack(
 
 __all__ = [
     "ACCOUNT_ID",
+    "ADMIN_KINDS",
     "FUNCTION_ARN",
+    "AdminKind",
+    "AdminSecret",
     "LocalStack",
+    "admin_env",
+    "admin_secret_json",
+    "create_admin_secret",
     "create_function",
     "drop_stale_pending",
     "enable_rotation",

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from cekura_rotator.cekura import CekuraClient, Credential
 from cekura_rotator.config import Config, RevocationPolicy
@@ -35,6 +37,7 @@ from cekura_rotator.revocation import (
     Revocation,
     Revoker,
     VersionReader,
+    held_versions,
     owed_revocations,
 )
 from cekura_rotator.secret_value import MintedKey, SecretValue
@@ -49,6 +52,41 @@ from cekura_rotator.secrets_store import (
 _TOKEN_TAG_CHARS = KEY_TAG_CHARS
 _MAX_KEY_NAME = 120
 SELF = "self"  # revocation with the rotated key itself, not an admin credential
+
+
+_T = TypeVar("_T")
+
+
+class Calls:
+    """Runs independent calls side by side: on a real network a step mostly waits.
+
+    With one worker the calls run in the order given, which keeps fault injection by call
+    count deterministic in tests. A failure is raised once every call has ended.
+    """
+
+    def __init__(self, workers: int = 1):
+        self._pool = ThreadPoolExecutor(workers, "rotator") if workers > 1 else None
+
+    def alongside(
+        self, main: Callable[[], _T], *others: Callable[[], object], main_first: bool = True
+    ) -> _T:
+        """Run `main` and `others` together; return what `main` returned. One at a time, the
+        order is `main` first or last."""
+        if self._pool is None:
+            if main_first:
+                result = main()
+                for call in others:
+                    call()
+                return result
+            for call in others:
+                call()
+            return main()
+        futures = [self._pool.submit(call) for call in others]
+        try:
+            return main()
+        finally:
+            for future in futures:
+                future.result()
 
 
 class Step(StrEnum):
@@ -130,12 +168,15 @@ class Rotator:
         store: SecretsStore,
         cekura: CekuraClient,
         clock: Callable[[], float] = time.monotonic,
+        parallel_calls: int = 1,
     ):
+        """`parallel_calls` > 1 lets a step make independent calls side by side."""
         self._config = config
         self._store = store
         self._cekura = cekura
         self._clock = clock
         self._revoker = Revoker(store=store, cekura=cekura, clock=clock)
+        self._calls = Calls(parallel_calls)
         self._steps: dict[Step, Callable[[_Context], str]] = {
             Step.CREATE: self._create,
             Step.SET: self._set,
@@ -252,7 +293,14 @@ class Rotator:
         return f"pending key works for project {project}"
 
     def _finish(self, ctx: _Context) -> str:
-        new = self._token_value(ctx)
+        policy = self._config.revocation_policy
+        reader = VersionReader(self._store, ctx.arn)
+        # Every value this step may need is known from DescribeSecret: read them side by side.
+        to_read = self._versions_to_read(ctx) if policy is not RevocationPolicy.OFF else []
+        new = self._calls.alongside(
+            partial(self._token_value, ctx), *(partial(reader.get, v) for v in to_read)
+        )
+        reader.remember(ctx.token, new)
         versions = dict(ctx.secret.versions)
         if not ctx.already_current:
             if UNTESTED in versions.get(ctx.token, ()):
@@ -264,14 +312,21 @@ class Rotator:
             )
             versions = _after_current_moved(versions, to=ctx.token, old=superseded)
             logger.info("AWSCURRENT moved", previous_version=superseded)
-        versions = self._tidy_labels(ctx, versions)
+        tidy = self._labels_to_remove(ctx, versions)
+        if policy is not RevocationPolicy.GRACE:
+            # Under `immediate` AWSPREVIOUS must be off the superseded key before it is revoked.
+            for call in tidy:
+                call()
+            tidy = []
         owed = len(owed_revocations(versions))
-        if self._config.revocation_policy is not RevocationPolicy.OFF:
+        if policy is not RevocationPolicy.OFF:
             job = self._revocation(ctx, new, versions)
-            reader = VersionReader(self._store, ctx.arn)
-            reader.remember(ctx.token, new)
-            owed = self._revoker.settle(job, reader)
-            self._revoker.sweep(job, reader)
+            owed = self._calls.alongside(
+                partial(self._revoker.settle, job, reader),
+                *tidy,
+                partial(self._revoker.sweep, job, reader),
+                main_first=False,
+            )
         count("RevocationsOwed", owed)
         if owed:
             logger.warning("Revocations are owed", owed=owed)
@@ -374,10 +429,10 @@ class Rotator:
             version, excluded = current, {ctx.token}
         return [version] if version is not None and version not in excluded else []
 
-    def _tidy_labels(
+    def _labels_to_remove(
         self, ctx: _Context, versions: dict[str, tuple[str, ...]]
-    ) -> dict[str, tuple[str, ...]]:
-        """After the move: the labels no reader may follow to a key on its way out."""
+    ) -> list[Callable[[], Any]]:
+        """After the move: the label writes left, each a call. `versions` is updated now."""
         removals: list[tuple[str, str]] = [
             (label, ctx.token) for label in (PENDING, UNTESTED) if label in versions[ctx.token]
         ]
@@ -391,9 +446,20 @@ class Rotator:
             # fallback reader at it, and no labelled key is ever revoked.
             removals.append((PREVIOUS, previous))
         for label, version in removals:
-            self._store.move_stage(ctx.arn, stage=label, to_version=None, from_version=version)
             versions[version] = tuple(s for s in versions[version] if s != label)
-        return versions
+        return [
+            partial(
+                self._store.move_stage, ctx.arn, stage=label, to_version=None, from_version=version
+            )
+            for label, version in removals
+        ]
+
+    def _versions_to_read(self, ctx: _Context) -> list[str]:
+        """The versions whose keys revocation will weigh: labelled, owed, and about to be."""
+        wanted = [*held_versions(ctx.secret.versions)]
+        wanted += [o.version_id for o in owed_revocations(ctx.secret.versions)]
+        wanted += [v for v in (ctx.secret.version_with(PREVIOUS),) if v]
+        return [v for v in dict.fromkeys(wanted) if v != ctx.token]
 
     def _revocation(
         self, ctx: _Context, new: SecretValue, versions: dict[str, tuple[str, ...]]

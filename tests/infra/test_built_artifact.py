@@ -45,6 +45,11 @@ class Context:
 """
 
 
+# -I keeps this venv out; -B because the build is shared by the session's other checks, which
+# expect it as sam built it, without __pycache__ (and -I ignores PYTHONDONTWRITEBYTECODE).
+ISOLATED = ("-I", "-B", "-c")
+
+
 def _with_path(pythonpath: str) -> str:
     # -I ignores PYTHONPATH (and the user site), so the artifact is put on sys.path explicitly.
     return f"import sys; sys.path[:0] = {pythonpath.split(os.pathsep)!r}\n"
@@ -92,7 +97,7 @@ def test_built_handler_rotates_a_secret_in_a_separate_interpreter(
         }
         # When the runtime's interpreter, isolated from this venv, runs the four steps
         result = subprocess.run(
-            [str(runtime_python), "-I", "-c", _with_path(env["PYTHONPATH"]) + DRIVER, arn, token],
+            [str(runtime_python), *ISOLATED, _with_path(env["PYTHONPATH"]) + DRIVER, arn, token],
             env=env,
             capture_output=True,
             text=True,

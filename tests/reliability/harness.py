@@ -15,8 +15,9 @@ can produce on demand, or produce as AWS does:
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,7 +25,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from cekura_rotator import handler
-from cekura_rotator.cekura import CekuraClient, KeyInfo
+from cekura_rotator.cekura import CekuraClient, Credential, KeyInfo
 from cekura_rotator.config import Config, RevocationPolicy
 from cekura_rotator.errors import CekuraError, CekuraUnavailableError, OrphanKeyError
 from cekura_rotator.secret_value import MintedKey
@@ -32,7 +33,7 @@ from cekura_rotator.secrets_store import SecretsStore
 from cekura_rotator.steps import RotationRequest, Rotator, Step
 from infra.local.fake_cekura import FakeCekura, Fault, RouteName
 from infra.local.lambda_bridge import ACCOUNT_ID, REGION, FakeLambdaContext
-from infra.local.stack import secret_json
+from infra.local.stack import AdminKind, AdminSecret, create_admin_secret, secret_json
 from tests.reliability import invariants
 from tests.reliability.invariants import Evidence
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from tests.conftest import LogCapture, World
     from tests.reliability.conftest import Ledger
 
-Mode = Literal["spec", "permissive"]
+Mode = Literal["spec", "permissive", "nocreate"]
 STEPS = tuple(Step)
 
 # Cekura's read timeout in these tests, and a delay that outlasts it.
@@ -74,19 +75,25 @@ class AwsFault:
 
     `after=True` lets the call succeed, then kills the Lambda as it returns or, with an
     `error`, makes the caller see that error although the call was carried out (an answer lost
-    after the write: AWS can report a failed write that did happen).
+    after the write: AWS can report a failed write that did happen). With `secret_id`, only
+    calls naming that secret count (an admin secret's read among the rotated secret's).
     """
 
     operation: str
     error: str | None = None
     skip: int = 0
     after: bool = False
+    secret_id: str | None = None
 
     def describe(self) -> str:
         what = self.error or ("crash after" if self.after else "crash before")
         if self.error and self.after:
             what = f"{self.error} after the write"
-        return f"{self.operation}#{self.skip + 1}:{what}"
+        on = f"[{self.secret_id}]" if self.secret_id else ""
+        return f"{self.operation}{on}#{self.skip + 1}:{what}"
+
+    def matches(self, operation: str, secret_id: str | None) -> bool:
+        return self.operation == operation and self.secret_id in (None, secret_id)
 
 
 class AwsFaults:
@@ -106,9 +113,10 @@ class AwsFaults:
         self._armed.clear()
         self._after_call.clear()
 
-    def _before(self, model: Any, **_: Any) -> None:
+    def _before(self, model: Any, params: Any = None, **_: Any) -> None:
         operation = str(model.name)
-        fault = next((f for f in self._armed if f.operation == operation), None)
+        secret_id = _secret_id(params)
+        fault = next((f for f in self._armed if f.matches(operation, secret_id)), None)
         if fault is None:
             return
         if fault.skip:
@@ -132,6 +140,17 @@ class AwsFaults:
         if pending[1] is None:
             raise LambdaDied(f"killed as {operation} returned")
         raise _client_error(operation, *AWS_ERRORS[pending[1]])
+
+
+def _secret_id(request: Any) -> str | None:
+    """The SecretId of a serialized Secrets Manager request (JSON protocol), if any."""
+    body = request.get("body") if isinstance(request, dict) else None
+    try:
+        document = json.loads(body or b"{}")
+    except (TypeError, ValueError):
+        return None
+    secret_id = document.get("SecretId") if isinstance(document, dict) else None
+    return secret_id if isinstance(secret_id, str) else None
 
 
 def _client_error(operation: str, code: str, message: str, status: int) -> ClientError:
@@ -208,14 +227,19 @@ class CrashableCekura(CekuraClient):
         raise LambdaDied(f"killed as Cekura {method} began")
 
     def create_key(
-        self, api_key: str, *, name: str, project: int, deadline: float | None = None
+        self,
+        credential: Credential | str,
+        *,
+        name: str,
+        project: int,
+        deadline: float | None = None,
     ) -> MintedKey:
         self._maybe_die("create_key")
-        return super().create_key(api_key, name=name, project=project, deadline=deadline)
+        return super().create_key(credential, name=name, project=project, deadline=deadline)
 
     def validate(
         self,
-        api_key: str,
+        credential: Credential | str,
         *,
         project_id: int,
         deadline: float | None = None,
@@ -223,16 +247,20 @@ class CrashableCekura(CekuraClient):
     ) -> None:
         self._maybe_die("validate")
         super().validate(
-            api_key, project_id=project_id, deadline=deadline, activation_wait=activation_wait
+            credential, project_id=project_id, deadline=deadline, activation_wait=activation_wait
         )
 
-    def delete_key(self, api_key: str, key_id: int, *, deadline: float | None = None) -> bool:
+    def delete_key(
+        self, credential: Credential | str, key_id: int, *, deadline: float | None = None
+    ) -> bool:
         self._maybe_die("delete_key")
-        return super().delete_key(api_key, key_id, deadline=deadline)
+        return super().delete_key(credential, key_id, deadline=deadline)
 
-    def list_keys(self, api_key: str, *, deadline: float | None = None) -> list[KeyInfo]:
+    def list_keys(
+        self, credential: Credential | str, *, deadline: float | None = None
+    ) -> list[KeyInfo]:
         self._maybe_die("list_keys")
-        return super().list_keys(api_key, deadline=deadline)
+        return super().list_keys(credential, deadline=deadline)
 
 
 # -- the harness ------------------------------------------------------------------------------
@@ -266,6 +294,8 @@ class Rig:
         refuse_overwrites_like_aws(self.store_client)
         self.sleeps: list[float] = []
         self._active: Harness | None = None
+        # 1: calls in a fixed order, so faults armed by call count hit where they are aimed.
+        self.parallel_calls = 1
         # Backoff goes to `sleeps` instead of the clock, so retries cost no time.
         self.cekura = CrashableCekura(
             base_url=fake.url,
@@ -280,12 +310,19 @@ class Rig:
         policy: str = "grace",
         mode: Mode = "spec",
         value: Callable[[str, int, int], str | bytes] | str | bytes | None = None,
+        admin: AdminKind | None = None,
     ) -> Harness:
+        """A fresh secret to rotate. With `admin`, an admin secret holding that kind of
+        credential (an admin API key, or a dashboard session as `bearer_token`) is made for the
+        secret's organization and configured as the function's default (see `Harness.use_admin`).
+        """
         self.fake.mode = mode
         if value is None:
             value = lambda key, project, key_id: secret_json(key, project, key_id=key_id)  # noqa: E731
         world = self.make_world(value)
         self._active = Harness(self, world, policy)
+        if admin is not None:
+            self._active.use_admin(admin)
         return self._active
 
     def active(self) -> Harness:
@@ -320,6 +357,11 @@ class Harness:
         self._log_start = len(rig.logs.text)
         self._settle = 0.0
         self.policy = policy
+        # The function's admin configuration (CEKURA_ADMIN_SECRET_ARN and the allowed ones),
+        # and every admin secret made for this secret: its credential must never be output.
+        self.admin_secret_arn: str | None = None
+        self.allowed_admin_secret_arns: frozenset[str] = frozenset()
+        self.admin_secrets: list[AdminSecret] = []
         self.rotator = self._rotator(policy)
 
     # -- world access -------------------------------------------------------------------------
@@ -355,9 +397,14 @@ class Harness:
             revocation_policy=RevocationPolicy(policy),
             validate_max_wait=2.0,
             read_timeout=READ_TIMEOUT,
+            admin_secret_arn=self.admin_secret_arn,
+            allowed_admin_secret_arns=self.allowed_admin_secret_arns,
         )
         return Rotator(
-            config=config, store=SecretsStore(self.rig.store_client), cekura=self.rig.cekura
+            config=config,
+            store=SecretsStore(self.rig.store_client),
+            cekura=self.rig.cekura,
+            parallel_calls=self.rig.parallel_calls,
         )
 
     def set_policy(self, policy: str) -> None:
@@ -366,6 +413,35 @@ class Harness:
 
     def set_mode(self, mode: Mode) -> None:
         self.fake.mode = mode
+
+    # -- admin credential -----------------------------------------------------------------------
+
+    @property
+    def admin(self) -> AdminSecret | None:
+        """The admin secret made last, if any."""
+        return self.admin_secrets[-1] if self.admin_secrets else None
+
+    def make_admin_secret(
+        self, kind: AdminKind, *, projects: Iterable[int] | None = None
+    ) -> AdminSecret:
+        """An admin secret for the secret's organization, not yet configured on the function."""
+        made = create_admin_secret(
+            self.sm, self.fake, kind, project_id=self.project_id, projects=projects
+        )
+        self.admin_secrets.append(made)
+        return made
+
+    def use_admin(self, kind: AdminKind, *, projects: Iterable[int] | None = None) -> AdminSecret:
+        """Make an admin secret and configure it as the function's default admin secret."""
+        made = self.make_admin_secret(kind, projects=projects)
+        self.configure_admin(made.arn)
+        return made
+
+    def configure_admin(self, default: str | None, *allowed: str) -> None:
+        """The function's CEKURA_ADMIN_SECRET_ARN and CEKURA_ALLOWED_ADMIN_SECRET_ARNS."""
+        self.admin_secret_arn = default
+        self.allowed_admin_secret_arns = frozenset(allowed)
+        self.rotator = self._rotator(self.policy)
 
     # -- faults -------------------------------------------------------------------------------
 
@@ -475,6 +551,10 @@ class Harness:
             ),
             lambda: invariants.labelled_keys_live(self.fake, all_versions, excused=excused),
         ]
+        if self.admin_secrets:
+            credentials = [a.credential for a in self.admin_secrets]
+            checks.append(lambda: admin_credentials_absent(texts, credentials))
+            checks.append(lambda: admin_credentials_not_stored(self.sm, self.arn, credentials))
         if completed is not None:
             token = completed
             checks.append(lambda: invariants.rotation_completed(all_versions, token))
@@ -501,3 +581,33 @@ class Harness:
             ),
             lambda: invariants.labelled_keys_live(self.fake, all_versions, excused=excused),
         )
+
+
+# -- admin credential checks (part of invariant 4) ----------------------------------------------
+
+
+def admin_credentials_absent(texts: Iterable[str], credentials: Iterable[str]) -> list[str]:
+    """No admin credential (an admin API key or a session token) in any output. Session tokens
+    are not key-shaped, so `invariants.key_material` would not see them: checked by value."""
+    secrets = [c for c in credentials if c]
+    return [
+        f"4: an admin credential in output #{number}"
+        for number, text in enumerate(texts)
+        if any(secret in text for secret in secrets)
+    ]
+
+
+def admin_credentials_not_stored(
+    sm: SecretsManagerClient, arn: str, credentials: Iterable[str]
+) -> list[str]:
+    """No version of the rotated secret holds an admin credential."""
+    secrets = [c for c in credentials if c]
+    problems = []
+    for version_id in sm.describe_secret(SecretId=arn)["VersionIdsToStages"]:
+        try:
+            raw = sm.get_secret_value(SecretId=arn, VersionId=version_id).get("SecretString")
+        except ClientError:
+            continue
+        if raw and any(secret in raw for secret in secrets):
+            problems.append(f"4: version {version_id[:8]} of the rotated secret holds an admin key")
+    return problems

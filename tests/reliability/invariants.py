@@ -64,6 +64,7 @@ class Version:
     id: str
     stages: tuple[str, ...]
     api_key: str | None
+    key_id: int | None = None  # as the value states it (a person may store a key without)
 
 
 def versions(sm: SecretsManagerClient, arn: str) -> list[Version]:
@@ -75,8 +76,17 @@ def versions(sm: SecretsManagerClient, arn: str) -> list[Version]:
             raw = sm.get_secret_value(SecretId=arn, VersionId=version_id).get("SecretString")
         except ClientError:
             raw = None  # the AWSPENDING stub RotateSecret makes has no value yet
-        found.append(Version(version_id, tuple(stages), _api_key(raw)))
+        found.append(Version(version_id, tuple(stages), _api_key(raw), _key_id(raw)))
     return found
+
+
+def _key_id(raw: str | None) -> int | None:
+    try:
+        document = json.loads(raw or "")
+    except ValueError:
+        return None
+    key_id = document.get("key_id") if isinstance(document, dict) else None
+    return key_id if isinstance(key_id, int) else None
 
 
 def _api_key(raw: str | None) -> str | None:
@@ -272,6 +282,8 @@ def debts_settled(
         for v in everything
         if v.api_key and any(s.startswith(MANUAL_PREFIX) for s in v.stages)
     }
+    # A key no version names by id cannot be deleted by id: recording it is all there is to do.
+    named = {v.key_id for v in everything if v.key_id is not None}
     owed = {
         key_id: version
         for version in everything
@@ -283,7 +295,7 @@ def debts_settled(
         f"8: key {key_id} (version {version.id[:8]}) is owed a revocation and is "
         + ("still live" if deletion_allowed else "not recorded for manual deletion")
         for key_id, version in owed.items()
-        if deletion_allowed or key_id not in recorded
+        if key_id not in recorded or (deletion_allowed and key_id in named)
     ]
 
 
