@@ -23,7 +23,7 @@ help:
 	@echo "make bench        benchmark figures (cold start, production-shaped time and calls, package, memory, scale)"
 	@echo "make build        sam build into .aws-sam/ (plus bytecode)"
 
-$(VENV)/.stamp: requirements.txt requirements-dev.txt
+$(VENV)/.stamp: requirements.txt requirements-aws.txt requirements-dev.txt
 	rm -rf $(VENV)
 	$(PYTHON_RUNTIME) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt 2> >(grep -v "is ignored: it is neither" >&2)

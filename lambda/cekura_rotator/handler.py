@@ -27,6 +27,9 @@ from cekura_rotator.steps import RotationRequest, Rotator
 SM_CONNECT_TIMEOUT = 3.0
 SM_READ_TIMEOUT = 10.0
 SM_MAX_ATTEMPTS = 3
+# Independent calls of a step overlap (reads beside reads, the stray listing beside deletions):
+# on a real network a step mostly waits. Few are ever independent at once.
+PARALLEL_CALLS = 4
 
 
 def secretsmanager_config() -> BotoConfig:
@@ -43,10 +46,13 @@ def secretsmanager_config() -> BotoConfig:
 def rotator() -> Rotator:
     """The container's rotator: config parsed and clients created once, on first use."""
     config = Config.from_env(os.environ)
+    store = SecretsStore(boto3.client("secretsmanager", config=secretsmanager_config()))
+    store.require_rotation_token()
     return Rotator(
         config=config,
-        store=SecretsStore(boto3.client("secretsmanager", config=secretsmanager_config())),
+        store=store,
         cekura=CekuraClient.from_config(config),
+        parallel_calls=PARALLEL_CALLS,
     )
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
-from cekura_rotator.errors import SecretsStoreError
+from cekura_rotator.errors import ConfigError, SecretsStoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -44,11 +44,31 @@ class SecretDescription:
         return self.versions.get(version_id, ())
 
 
+# The first botocore whose PutSecretValue sends RotationToken, which a rotation's writes need.
+MIN_BOTOCORE = "1.34.125"
+
+
 class SecretsStore:
     """Secrets Manager, through a boto3 client passed in."""
 
     def __init__(self, boto3_client: SecretsManagerClient):
         self._client = boto3_client
+
+    def require_rotation_token(self) -> None:
+        """Raise ConfigError unless this SDK sends RotationToken with PutSecretValue.
+
+        The function uses the AWS SDK of the Lambda runtime; an older one would silently drop the
+        token, and Secrets Manager would refuse every write of a rotation.
+        """
+        model = self._client.meta.service_model.operation_model("PutSecretValue")
+        if "RotationToken" not in model.input_shape.members:
+            import botocore
+
+            raise ConfigError(
+                f"the runtime's botocore {botocore.__version__} does not send RotationToken with "
+                f"PutSecretValue (botocore >= {MIN_BOTOCORE} does): bundle an SDK by adding the "
+                "lines of requirements-aws.txt to requirements.txt, then sam build and deploy"
+            )
 
     def describe(self, secret_id: str) -> SecretDescription:
         """DescribeSecret, reduced."""

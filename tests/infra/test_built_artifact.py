@@ -1,5 +1,6 @@
 """The built artifact used for real: a separate interpreter imports the handler from the `sam build`
-output (with only the packaged dependencies) and rotates a secret on moto server and the fake.
+output (with only the packaged dependencies, and an AWS SDK placed after them as the Lambda runtime
+places its own) and rotates a secret on moto server and the fake.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ from infra_context import Context
 for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
     lambda_handler({"Step": step, "SecretId": sys.argv[1], "ClientRequestToken": sys.argv[2]},
                    Context())
-import httpx, boto3, cekura_rotator
-origins = {"httpx": httpx.__file__, "boto3": boto3.__file__, "pkg": cekura_rotator.__file__}
+import httpx, boto3, tenacity, aws_lambda_powertools, cekura_rotator
+origins = {
+    "httpx": httpx.__file__, "tenacity": tenacity.__file__,
+    "powertools": aws_lambda_powertools.__file__, "pkg": cekura_rotator.__file__,
+    "boto3": boto3.__file__,
+}
 print(json.dumps(origins))
 """
 
@@ -86,9 +91,13 @@ def test_built_handler_rotates_a_secret_in_a_separate_interpreter(
         # moto's own Lambda does nothing here: the steps run below, in the built artifact.
         sm.rotate_secret(SecretId=arn, RotationLambdaARN=FUNCTION_ARN, ClientRequestToken=token)
         (tmp_path / "infra_context.py").write_text(CONTEXT % FUNCTION_ARN)
+        # The runtime's SDK comes after the function's code (/var/task before /var/runtime).
+        runtime_sdk = Path(boto3.__file__).parent.parent
         env = {
             "PATH": os.environ["PATH"],
-            "PYTHONPATH": f"{sam_build.artifact_dir}{os.pathsep}{tmp_path}",
+            "PYTHONPATH": os.pathsep.join(
+                map(str, (sam_build.artifact_dir, tmp_path, runtime_sdk))
+            ),
             "PYTHONNOUSERSITE": "1",
             **DUMMY_CREDENTIALS,
             "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_url,
@@ -107,8 +116,13 @@ def test_built_handler_rotates_a_secret_in_a_separate_interpreter(
         # Then it succeeded, using only packaged code, and the secret rotated
         assert result.returncode == 0, result.stderr[-3000:]
         origins = json.loads(result.stdout.strip().splitlines()[-1])
+        sdk = origins.pop("boto3")
         for path in origins.values():
             assert str(sam_build.artifact_dir) in path
+        # ... and the package leaves the AWS SDK to the runtime
+        assert str(sam_build.artifact_dir) not in sdk
+        assert not (sam_build.artifact_dir / "boto3").exists()
+        assert not (sam_build.artifact_dir / "botocore").exists()
         stages = sm.describe_secret(SecretId=arn)["VersionIdsToStages"]
         assert stages[token] == ["AWSCURRENT"]
         new_key = json.loads(sm.get_secret_value(SecretId=arn, VersionId=token)["SecretString"])

@@ -825,11 +825,12 @@ def test_package_dependencies_are_the_lambda_manifest() -> None:
     # Given pyproject.toml
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     # When its dependencies and packages are looked up
-    # Then the dependencies are read from requirements.txt, the one manifest sam build uses, and
-    # each package comes from its own root
+    # Then the dependencies are read from requirements.txt, the one manifest sam build uses, plus
+    # the AWS SDK that the Lambda runtime provides to the function, and each package comes from
+    # its own root
     assert "dependencies" not in pyproject["project"]
     assert pyproject["tool"]["setuptools"]["dynamic"]["dependencies"] == {
-        "file": ["requirements.txt"]
+        "file": ["requirements.txt", "requirements-aws.txt"]
     }
     assert pyproject["tool"]["setuptools"]["package-dir"] == {
         "cekura_rotator": "lambda/cekura_rotator",

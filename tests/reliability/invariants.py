@@ -1,4 +1,4 @@
-"""The invariants (six of issue 4, three of issue 8), as checks that return what is violated (empty when all hold).
+"""The invariants (six of issue 4, three of issue 8) as checks returning what is violated.
 
 Each check reads the world as it is (Secrets Manager through moto, Cekura through the fake's
 test controls) and takes what the scenario did as `Evidence`. `verify` counts the checks and the

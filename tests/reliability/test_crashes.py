@@ -70,7 +70,7 @@ BOUNDARIES = (
         _aws("UpdateSecretVersionStage", skip=3, after=True),
         policies=("immediate",),
     ),
-    # Cekura refuses deletion and listing in `spec`, and the rotator stops asking: no call to die in.
+    # Cekura refuses deletion and listing in `spec`, and the rotator stops asking: no call there.
     Boundary("finish-in-revocation", Step.FINISH, _cekura("delete_key"), modes=("permissive",)),
     Boundary(
         "finish-after-revoking-before-clearing-record",

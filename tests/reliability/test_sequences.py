@@ -265,9 +265,7 @@ class RotationMachine(RuleBasedStateMachine):
             lambda: invariants.rotation_completed(all_versions, retried or ""),
             lambda: invariants.strays_accounted(found, h.evidence, h.log_text),
             lambda: invariants.key_material([h.log_text, *h.evidence.outputs], secrets),
-            lambda: invariants.current_was_accepted(
-                h.sm, h.arn, h.fake, trusted=h.trusted_key_ids
-            ),
+            lambda: invariants.current_was_accepted(h.sm, h.arn, h.fake, trusted=h.trusted_key_ids),
             lambda: invariants.labelled_keys_live(
                 h.fake, all_versions, excused=h.evidence.excused_key_ids
             ),

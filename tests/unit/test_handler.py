@@ -107,6 +107,33 @@ def test_bad_configuration_fails_the_first_step_clearly(
         )
 
 
+def test_a_runtime_sdk_without_rotation_token_fails_the_first_step_clearly(
+    env: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a runtime botocore whose PutSecretValue predates RotationToken (before 1.34.125):
+    # its service model, without the member, found first on botocore's data path
+    import boto3
+    import botocore.loaders
+
+    model = botocore.loaders.Loader().load_service_model("secretsmanager", "service-2")
+    del model["shapes"]["PutSecretValueRequest"]["members"]["RotationToken"]
+    folder = tmp_path / "secretsmanager" / model["metadata"]["apiVersion"]
+    folder.mkdir(parents=True)
+    (folder / "service-2.json").write_text(json.dumps(model))
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # a fresh session reads the data path
+    handler.rotator.cache_clear()
+    token = env.start_rotation()
+    before = env.snapshot()
+    # When the first step runs, Then it fails naming the step, the secret, the fix; nothing changed
+    with pytest.raises(RotatorError, match="RotationToken") as caught:
+        handler.lambda_handler(_event(env, "createSecret", token), FakeLambdaContext())
+    assert f"step=createSecret secret={env.arn}" in str(caught.value)
+    assert "requirements-aws.txt" in str(caught.value)
+    assert env.snapshot() == before
+    handler.rotator.cache_clear()
+
+
 def test_redaction_masks_watched_values_and_secret_fields_in_tracebacks(logs: LogCapture) -> None:
     # Given a key the rotator has seen
     leaked = "ck_live_" + "q" * 40
