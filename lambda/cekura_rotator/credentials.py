@@ -62,7 +62,7 @@ def load_admin_credential(store: SecretsStore, arn: str) -> AdminCredential:
     except SecretsStoreError as e:
         raise AdminSecretError(f"admin secret {arn} cannot be read: {e.message}") from e
     if raw is None:
-        raise AdminSecretError(f"admin secret {arn} has no AWSCURRENT value")
+        raise AdminSecretError(f"admin secret {arn} does not exist or has no AWSCURRENT value")
     if isinstance(raw, bytes):
         raise AdminSecretError(f"admin secret {arn} holds SecretBinary, not a JSON SecretString")
     try:

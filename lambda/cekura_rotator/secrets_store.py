@@ -60,8 +60,8 @@ class SecretsStore:
         The function uses the AWS SDK of the Lambda runtime; an older one would silently drop the
         token, and Secrets Manager would refuse every write of a rotation.
         """
-        model = self._client.meta.service_model.operation_model("PutSecretValue")
-        if "RotationToken" not in model.input_shape.members:
+        shape = self._client.meta.service_model.operation_model("PutSecretValue").input_shape
+        if shape is None or "RotationToken" not in shape.members:
             import botocore
 
             raise ConfigError(

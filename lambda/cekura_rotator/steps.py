@@ -55,6 +55,7 @@ SELF = "self"  # revocation with the rotated key itself, not an admin credential
 
 
 _T = TypeVar("_T")
+_U = TypeVar("_U")
 
 
 class Calls:
@@ -66,6 +67,17 @@ class Calls:
 
     def __init__(self, workers: int = 1):
         self._pool = ThreadPoolExecutor(workers, "rotator") if workers > 1 else None
+
+    def pair(self, first: Callable[[], _T], second: Callable[[], _U]) -> tuple[_T, _U]:
+        """Both results, the calls side by side."""
+        if self._pool is None:
+            return first(), second()
+        later = self._pool.submit(second)
+        try:
+            result = first()
+        finally:
+            paired = later.result()
+        return result, paired
 
     def alongside(
         self, main: Callable[[], _T], *others: Callable[[], object], main_first: bool = True
@@ -231,9 +243,12 @@ class Rotator:
     def _create(self, ctx: _Context) -> str:
         if ctx.already_current:
             return "already current"
-        if self._store.read(ctx.arn, stage=PENDING, version_id=ctx.token) is not None:
+        stored, current = self._calls.pair(
+            partial(self._store.read, ctx.arn, stage=PENDING, version_id=ctx.token),
+            partial(self._read, ctx.arn, stage=CURRENT),
+        )
+        if stored is not None:
             return "pending value already stored"
-        current = self._read(ctx.arn, stage=CURRENT)
         project = current.require_project()
         current.check_room_for_rotation()
         admin = self._admin(current)
@@ -347,17 +362,31 @@ class Rotator:
             logger.warning("Cekura created a key it did not show; deleting it", key_id=e.key_id)
             self._discard(ctx, credential, e.key_id, reason="unusable create answer")
             raise
+        except CekuraAuthError as e:
+            if admin is None:
+                raise CekuraAuthError(
+                    "Cekura rejects the current key (HTTP 401), so it cannot mint its successor: "
+                    "set an admin secret (template parameter AdminSecretArns) to recover, then "
+                    f"rotate again: {e.detail or 'no detail'}",
+                    status=e.status,
+                    detail=e.detail,
+                ) from e
+            raise self._admin_refused(admin, e) from e
         except CekuraRefusedError as e:
             if admin is None:
                 raise
-            raise AdminSecretError(
-                f"Cekura refuses the credential of admin secret {admin.arn} "
-                f"(HTTP {e.status}): {e.detail or 'no detail'}"
-            ) from e
+            raise self._admin_refused(admin, e) from e
         redactor.watch(minted.key)
         count("KeysMinted")
         logger.info("Minted key", key_id=minted.id, key_name=minted.name, project_id=project)
         return minted
+
+    @staticmethod
+    def _admin_refused(admin: AdminCredential, e: CekuraRefusedError) -> AdminSecretError:
+        return AdminSecretError(
+            f"Cekura refuses the credential of admin secret {admin.arn} "
+            f"(HTTP {e.status}): {e.detail or 'no detail'}"
+        )
 
     def _discard(self, ctx: _Context, credential: Credential, key_id: int, *, reason: str) -> None:
         """Delete a key this step minted and cannot keep; on failure, its id is in the log."""
@@ -471,6 +500,8 @@ class Rotator:
             if arn is not None:
                 credential_id, credential = arn, None
                 credential = load_admin_credential(self._store, arn).credential
+                # Refusals are remembered per credential: a replaced one is asked afresh.
+                credential_id = f"{arn} {credential.fingerprint}"
         except AdminSecretError as e:
             # Only revocation needs it here: the rotation itself goes on, the debts stay owed.
             logger.warning("Admin credential unavailable for revocation", error=e.message)

@@ -319,13 +319,15 @@ def test_a_dead_key_without_an_admin_credential_fails_at_create(
     token = d.rotate()
     ledger.bad_inputs += 1
 
-    # Then createSecret fails, naming the secret, the step and Cekura's 401; nothing changed
+    # Then createSecret fails, naming the secret, the step, Cekura's 401 and the way out (an
+    # admin secret); nothing changed
     steps = d.steps_of(token)
     assert [step for step, error in steps if error] == ["createSecret"]
     error = str(steps[0][1])
     assert f"secret={world.arn}" in error
     assert "step=createSecret" in error
-    assert "Cekura refused key creation: HTTP 401" in error
+    assert "rejects the current key (HTTP 401)" in error
+    assert "AdminSecretArns" in error
     after = invariants.snapshot(world.sm, world.arn, world.fake)
     invariants.verify(ledger, lambda: unchanged_but_stub(before, after, token))
     check_outputs(ledger, d)

@@ -29,7 +29,7 @@ from tests.integration.cli_harness import assert_no_key_material, seed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What `pip install .` reads: the packaging metadata, the files it names, the two packages.
-SOURCES = ("pyproject.toml", "requirements.txt", "README.md", "LICENSE")
+SOURCES = ("pyproject.toml", "requirements.txt", "requirements-aws.txt", "README.md", "LICENSE")
 PACKAGES = ("lambda/cekura_rotator", "cli/cekura_rotator_cli")
 
 
@@ -128,10 +128,12 @@ def test_installed_metadata_reads_the_version_and_the_lambda_manifest(
     metadata = json.loads(result.stdout)
     manifest = [
         line.strip()
-        for line in (REPO_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+        for name in ("requirements.txt", "requirements-aws.txt")
+        for line in (REPO_ROOT / name).read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    # Then the version is __version__, the dependencies are requirements.txt's, and both packages
+    # Then the version is __version__, the dependencies are the Lambda's requirements.txt and the
+    # AWS SDK (which Lambda's runtime provides to the function), and both packages
     # (and nothing else of the checkout) were installed
     assert metadata["version"] == __version__
     assert _requirements(metadata["requires"]) == _requirements(manifest)

@@ -11,6 +11,7 @@ A scenario is one way of laying out the code a container would load:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -77,11 +78,28 @@ class ProbeRun:
         return self.import_s + self.first_rotation_s
 
 
+def runtime_sdk() -> Path:
+    """A folder standing for the Lambda runtime's own AWS SDK (/var/runtime): links to this
+    venv's boto3 and its dependencies, placed after the package on the path as Lambda does."""
+    folder = ROOT / "build" / "bench-runtime-sdk"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in sorted(_closure_modules(["boto3", "botocore"])):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        link = folder / source.name
+        if not link.exists():
+            link.symlink_to(source)
+    return folder
+
+
 def shipped(directory: Path) -> Scenario:
     return Scenario(
         "shipped",
         "as `sam build` ships it (no .pyc)",
-        (directory, ROOT),
+        (directory, ROOT, runtime_sdk()),
         ("-S",),
         {"PYTHONDONTWRITEBYTECODE": "1"},
     )
@@ -91,7 +109,7 @@ def precompiled(directory: Path) -> Scenario:
     return Scenario(
         "precompiled",
         "package with .pyc added",
-        (directory, ROOT),
+        (directory, ROOT, runtime_sdk()),
         ("-S",),
         {"PYTHONDONTWRITEBYTECODE": "1"},
     )
@@ -99,7 +117,7 @@ def precompiled(directory: Path) -> Scenario:
 
 def venv(*, allow: Iterable[str] = ()) -> Scenario:
     cache = ROOT / "build" / "bench-pycache"
-    hidden = hidden_modules(ROOT / "requirements.txt", allow=allow)
+    hidden = hidden_modules(ROOT / "requirements.txt", ROOT / "requirements-aws.txt", allow=allow)
     return Scenario(
         "venv",
         "venv, PYTHONPATH=lambda:., .pyc warm",
@@ -234,10 +252,11 @@ def tracer_cost(stand: Stand) -> dict[str, Any] | str:
     }
 
 
-def hidden_modules(requirements: Path, *, allow: Iterable[str] = ()) -> list[str]:
-    """Top-level modules installed here that the deployment package would not contain."""
+def hidden_modules(*requirements: Path, allow: Iterable[str] = ()) -> list[str]:
+    """Top-level modules installed here that Lambda would not have: neither the package's nor
+    the runtime's (the AWS SDK, requirements-aws.txt)."""
     names = []
-    for raw in requirements.read_text().splitlines():
+    for raw in (line for path in requirements for line in path.read_text().splitlines()):
         line = raw.split("#", 1)[0].strip()
         if line and not line.startswith("-"):
             names.append(Requirement(line).name)
