@@ -515,7 +515,7 @@ def test_rotate_wait_reads_the_reason_from_the_function_log(stack: LocalStack) -
     assert time.monotonic() - started < 10
     assert_one_line(result.err, "rotate", seeded.arn)
     assert "the function logged: createSecret failed: CekuraAuthError:" in result.err
-    assert "Cekura refused key creation: HTTP 401" in result.err
+    assert "Cekura rejects the current key (HTTP 401)" in result.err
     assert_no_key_material(stack, result.text)
 
 
