@@ -518,6 +518,23 @@ class Harness:
         assert self.drive(token), f"a clean rotation failed: {self.failures()}"
         return token
 
+    def assert_outcome(
+        self, completed: bool, since: int, step: Step, expect: type[BaseException] | None
+    ) -> BaseException | None:
+        """The rotation completed, and its first failed attempt since `since` (kills aside) is
+        `expect` at `step`, or (`expect` None) no attempt failed. Returns that failure."""
+        failures = [
+            a for a in self.attempts[since:] if a.error and not isinstance(a.error, LambdaDied)
+        ]
+        assert completed, f"the rotation did not complete: {self.failures()}"
+        if expect is None:
+            assert not failures, f"expected no failed step, got {self.failures()}"
+            return None
+        first = failures[0]
+        assert first.step is step
+        assert type(first.error) is expect, f"{expect.__name__} != {first.error!r}"
+        return first.error
+
     def failures(self) -> list[tuple[str, str]]:
         """(step, error) of every failed attempt, for assertion messages."""
         return [

@@ -49,7 +49,6 @@ from tests.reliability.harness import (
     CEKURA_FAULTS,
     AwsFault,
     Harness,
-    LambdaDied,
     Mode,
     Rig,
     admin_credentials_absent,
@@ -823,17 +822,10 @@ def test_admin_fault_then_retries(case: Case, rig: Rig, ledger: Ledger) -> None:
         grace_bound=may_delete and case.policy == "grace",
     )
     # ... the step failed the way it should, or not at all ...
-    failures = [a for a in h.attempts[before:] if a.error and not isinstance(a.error, LambdaDied)]
-    assert completed, f"the rotation did not complete: {h.failures()}"
-    if case.expect is None:
-        assert not failures, f"expected no failed step, got {h.failures()}"
-    else:
-        first = failures[0]
-        assert first.step is case.step
-        assert type(first.error) is case.expect, f"{case.expect.__name__} != {first.error!r}"
-        if case.expect is AdminSecretError:
-            assert h.admin is not None
-            assert h.admin.arn in str(first.error)
+    error = h.assert_outcome(completed, before, case.step, case.expect)
+    if case.expect is AdminSecretError:
+        assert h.admin is not None
+        assert h.admin.arn in str(error)
     if case.id.startswith("aws-"):
         assert h.rig.aws.fired, "the AWS fault never fired"
     if case.step is Step.FINISH and case.id.startswith("aws-"):

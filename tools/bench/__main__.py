@@ -174,8 +174,7 @@ def _measure(
     figures["calls"] = rotations.count_calls(stand)
     report.calls(figures["calls"])
 
-    # Admin mode, once the rotator has it, is one more memory.MemoryCase (see memory.py).
-    cases = memory.policy_cases()
+    cases = [*memory.policy_cases(), memory.admin_case(stand)]
     figures["memory"] = memory.run(stand, scenarios[-1], cases, repeats=args.memory_repeats)
     report.memory_cases(figures["memory"])
 

@@ -6,14 +6,7 @@ is a previous key to revoke, and the fake Cekura runs in its `permissive` mode s
 and deleting keys really happen. The figure is the probe's own VmHWM (see `probe._status_kb`).
 
 A case is a name and the environment variables it adds to the probe's. `policy_cases()` gives
-one per revocation policy. Admin mode is one more case, once the rotator has it:
-
-    measure_case(stand, scenario, "admin, grace",
-                 {"REVOCATION_POLICY": "grace", "CEKURA_ADMIN_SECRET_ARN": admin_secret_arn},
-                 repeats=2)
-
-where `admin_secret_arn` names a secret made on the stand (`stand.driver.create_secret`) that
-holds the admin credential in the format the rotator documents.
+one per revocation policy, `admin_case()` one in admin mode (an admin API key, under grace).
 """
 
 from __future__ import annotations
@@ -43,6 +36,15 @@ def policy_cases(policies: Iterable[str] = POLICIES) -> list[MemoryCase]:
         MemoryCase(policy, {"REVOCATION_POLICY": policy, minimal.POLICY_ENV: policy})
         for policy in policies
     ]
+
+
+def admin_case(stand: Stand) -> MemoryCase:
+    """Grace with an admin secret (an organisation-wide admin API key) minting and revoking."""
+    admin = stand.stack.create_admin_secret("api_key", project_id=stand.project_id)
+    return MemoryCase(
+        "admin, grace",
+        {"REVOCATION_POLICY": "grace", minimal.POLICY_ENV: "grace", **admin.env()},
+    )
 
 
 def measure_case(
