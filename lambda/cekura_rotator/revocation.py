@@ -255,6 +255,9 @@ class Revoker:
         remaining = 0
         revoked: set[str] = set()
         for entry in owed:
+            if entry.manual and self._refused(self._delete_refused_until, job.credential_id):
+                remaining += 1  # not even read: nothing can be done with it for now
+                continue
             if not self._settle_one(job, entry, reader.get(entry.version_id), in_use, revoked):
                 remaining += 1
         return remaining
@@ -380,10 +383,14 @@ class Revoker:
             # A key known only by value cannot be matched to a listed id: it could be deleted.
             logger.info("Stray sweep skipped: a labelled key is not known by id")
             return
+        # Keys settle() is revoking anyway; manual ones are not read (a stray delete of one
+        # is a debt paid, which the next settle() finds gone).
         owed_ids = {
             held.key_id
             for entry in owed_revocations(job.versions)
-            if isinstance(held := reader.get(entry.version_id), HeldKey) and held.key_id
+            if not entry.manual
+            and isinstance(held := reader.get(entry.version_id), HeldKey)
+            and held.key_id
         }
         try:
             listed = self._cekura.list_keys(job.credential, deadline=job.deadline)

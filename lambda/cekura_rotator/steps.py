@@ -484,9 +484,10 @@ class Rotator:
         ]
 
     def _versions_to_read(self, ctx: _Context) -> list[str]:
-        """The versions whose keys revocation will weigh: labelled, owed, and about to be."""
+        """The versions whose keys revocation will weigh: labelled, owed, and about to be.
+        (Manual entries are read only when Cekura is asked again, which is seldom.)"""
         wanted = [*held_versions(ctx.secret.versions)]
-        wanted += [o.version_id for o in owed_revocations(ctx.secret.versions)]
+        wanted += [o.version_id for o in owed_revocations(ctx.secret.versions) if not o.manual]
         wanted += [v for v in (ctx.secret.version_with(PREVIOUS),) if v]
         return [v for v in dict.fromkeys(wanted) if v != ctx.token]
 
