@@ -193,10 +193,20 @@ class Revoker:
 
     # -- the record ---------------------------------------------------------------------------
 
+    def refuses_deletion(self, credential_id: str) -> bool:
+        """Cekura refused this credential a deletion lately (this container remembers)."""
+        return self._refused(self._delete_refused_until, credential_id)
+
     def record(
-        self, arn: str, versions: Mapping[str, tuple[str, ...]], version_ids: Iterable[str]
+        self,
+        arn: str,
+        versions: Mapping[str, tuple[str, ...]],
+        version_ids: Iterable[str],
+        *,
+        manual: bool = False,
     ) -> dict[str, tuple[str, ...]]:
         """Put the owed label on each version before its key is superseded; return the labels.
+        `manual`: record them as awaiting manual deletion straight away.
 
         Raises on a failure that may pass (the step is retried before anything moved); gives up
         recording, with an error log, when the labels are full or cannot be written.
@@ -208,7 +218,7 @@ class Revoker:
             if not self._room(labels):
                 self._unrecorded(version_id, "the owed-revocation record is full")
                 continue
-            label = owed_label(version_id)
+            label = owed_label(version_id, manual=manual)
             try:
                 self._store.move_stage(arn, stage=label, to_version=version_id, from_version=None)
             except SecretsStoreError as e:

@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import partial
 from typing import Any, TypeVar
@@ -317,11 +317,16 @@ class Rotator:
         )
         reader.remember(ctx.token, new)
         versions = dict(ctx.secret.versions)
+        job = self._revocation(ctx, new) if policy is not RevocationPolicy.OFF else None
         if not ctx.already_current:
             if UNTESTED in versions.get(ctx.token, ()):
                 self._validate(ctx, new, what="pending key")
             superseded = ctx.secret.version_with(CURRENT)
-            versions = self._revoker.record(ctx.arn, versions, self._to_retire(ctx, new))
+            # Where Cekura just refused this credential, the debt is manual from the start.
+            manual = job is not None and self._revoker.refuses_deletion(job.credential_id)
+            versions = self._revoker.record(
+                ctx.arn, versions, self._to_retire(ctx, new), manual=manual
+            )
             self._store.move_stage(
                 ctx.arn, stage=CURRENT, to_version=ctx.token, from_version=superseded
             )
@@ -334,8 +339,8 @@ class Rotator:
                 call()
             tidy = []
         owed = len(owed_revocations(versions))
-        if policy is not RevocationPolicy.OFF:
-            job = self._revocation(ctx, new, versions)
+        if job is not None:
+            job = replace(job, versions=versions)
             owed = self._calls.alongside(
                 partial(self._revoker.settle, job, reader),
                 *tidy,
@@ -491,9 +496,7 @@ class Rotator:
         wanted += [v for v in (ctx.secret.version_with(PREVIOUS),) if v]
         return [v for v in dict.fromkeys(wanted) if v != ctx.token]
 
-    def _revocation(
-        self, ctx: _Context, new: SecretValue, versions: dict[str, tuple[str, ...]]
-    ) -> Revocation:
+    def _revocation(self, ctx: _Context, new: SecretValue) -> Revocation:
         credential: Credential | None = Credential.api_key(new.api_key)
         credential_id = SELF
         try:
@@ -508,7 +511,7 @@ class Rotator:
             logger.warning("Admin credential unavailable for revocation", error=e.message)
         return Revocation(
             arn=ctx.arn,
-            versions=versions,
+            versions=ctx.secret.versions,  # replaced by the labels after the move
             credential=credential,
             credential_id=credential_id,
             project=new.require_project(),
