@@ -101,7 +101,13 @@ class World:
             clock=self.clock,
             retry_after_cap=settings.retry_after_cap,
         )
-        return Rotator(config=settings, store=SecretsStore(self.sm), cekura=cekura)
+        return Rotator(
+            config=settings,
+            store=SecretsStore(self.sm),
+            cekura=cekura,
+            clock=self.clock,
+            sleep=self.sleeps.append,
+        )
 
     def clock(self) -> float:
         """Monotonic time in which the recorded (not slept) backoff has passed."""

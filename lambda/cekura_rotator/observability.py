@@ -105,6 +105,10 @@ logger = Logger(service=SERVICE, json_serializer=redactor.serialize, utc=True)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
+_metrics_lock = Lock()
+
+
 def count(name: str, value: int = 1) -> None:
-    """Add to a count metric for this invocation."""
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    """Add to a count metric for this invocation (from any of a step's threads)."""
+    with _metrics_lock:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

@@ -170,7 +170,7 @@ class Revocation:
     versions: Mapping[str, tuple[str, ...]]  # the labels as they are now (after the move)
     credential: Credential | None  # None: the admin credential could not be had
     credential_id: str  # "self", or the admin secret's ARN: whose refusals are remembered
-    project: int
+    project: int | None  # None: the sweep cannot tell this secret's keys, and is skipped
     key_stem: str | None  # names of keys this rotator mints for the secret; None: no sweep
     deadline: float | None
 
@@ -204,9 +204,11 @@ class Revoker:
         version_ids: Iterable[str],
         *,
         manual: bool = False,
+        reader: VersionReader | None = None,
     ) -> dict[str, tuple[str, ...]]:
         """Put the owed label on each version before its key is superseded; return the labels.
-        `manual`: record them as awaiting manual deletion straight away.
+        `manual`: record them as awaiting manual deletion straight away. `reader` names the key
+        in the log when it cannot be recorded.
 
         Raises on a failure that may pass (the step is retried before anything moved); gives up
         recording, with an error log, when the labels are full or cannot be written.
@@ -216,7 +218,7 @@ class Revoker:
             if any(s.startswith((OWED_PREFIX, MANUAL_PREFIX)) for s in labels.get(version_id, ())):
                 continue
             if not self._room(labels):
-                self._unrecorded(version_id, "the owed-revocation record is full")
+                self._unrecorded(version_id, "the owed-revocation record is full", reader)
                 continue
             label = owed_label(version_id, manual=manual)
             try:
@@ -224,7 +226,7 @@ class Revoker:
             except SecretsStoreError as e:
                 if e.code not in _UNRECORDABLE:
                     raise
-                self._unrecorded(version_id, f"the label cannot be written ({e.code})")
+                self._unrecorded(version_id, f"the label cannot be written ({e.code})", reader)
                 continue
             labels[version_id] = (*labels.get(version_id, ()), label)
         return labels
@@ -235,13 +237,17 @@ class Revoker:
         return len(owed_revocations(labels)) < MAX_RECORDED and len(in_use) < MAX_LABELS
 
     @staticmethod
-    def _unrecorded(version_id: str, why: str) -> None:
+    def _unrecorded(version_id: str, why: str, reader: VersionReader | None) -> None:
+        key = reader.get(version_id) if reader is not None else UNREADABLE
         count("RevocationsUnrecorded")
+        # This log line is then the only record: it names the key as far as it is known.
         logger.error(
-            "An owed revocation could not be recorded; settle the record "
-            "(cekura-rotator revocations) or delete the key in the dashboard",
+            "An owed revocation could not be recorded; delete this key in the dashboard, and "
+            "settle the record (cekura-rotator revocations)",
             version_id=version_id,
             reason=why,
+            key_id=key.key_id if isinstance(key, HeldKey) else None,
+            key_name=key.key_name if isinstance(key, HeldKey) else None,
         )
 
     # -- settling -----------------------------------------------------------------------------
@@ -305,6 +311,13 @@ class Revoker:
             )
             return self._mark_manual(job, entry)
         if self._refused(self._delete_refused_until, job.credential_id):
+            count("RevocationsRefused")
+            logger.warning(
+                "Cekura refused this credential a deletion lately; recorded for deletion in the "
+                "dashboard",
+                credential=job.credential_id,
+                **fields,
+            )
             return self._mark_manual(job, entry)
         assert job.credential is not None  # checked by settle
         try:
@@ -384,7 +397,7 @@ class Revoker:
 
     def sweep(self, job: Revocation, reader: VersionReader) -> None:
         """Delete keys minted for this secret that no labelled version holds."""
-        if job.key_stem is None or job.credential is None:
+        if job.key_stem is None or job.credential is None or job.project is None:
             return
         if self._refused(self._list_refused_until, job.credential_id):
             return
@@ -455,5 +468,6 @@ class Revoker:
         memory[credential_id] = self._clock() + REFUSAL_MEMORY_SECONDS
 
 
-# `<prefix>-<secret name>-<first 8 characters of the token>`: see steps.key_name.
+# Keys are named `<prefix>-<secret name>-<ARN hash>-<first 8 characters of the token>`: see
+# steps.Rotator._key_stem.
 KEY_TAG_CHARS = 8

@@ -6,14 +6,15 @@ every step checks the state it finds and does only the part that is not done yet
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from cekura_rotator.cekura import CekuraClient, Credential
 from cekura_rotator.config import Config, RevocationPolicy
@@ -28,6 +29,7 @@ from cekura_rotator.errors import (
     KeyValidationError,
     OrphanKeyError,
     RotationStateError,
+    RotatorError,
     SecretsStoreError,
 )
 from cekura_rotator.observability import count, logger, redactor
@@ -50,8 +52,11 @@ from cekura_rotator.secrets_store import (
 )
 
 _TOKEN_TAG_CHARS = KEY_TAG_CHARS
+_ARN_TAG_CHARS = 8
+# testSecret's re-reads of a pending value not found, before it takes the version for
+# RotateSecret's configuration check (whose pending version has no value at all).
+_CONSISTENCY_PAUSES = (0.3, 1.0)
 _MAX_KEY_NAME = 120
-SELF = "self"  # revocation with the rotated key itself, not an admin credential
 
 
 _T = TypeVar("_T")
@@ -68,37 +73,27 @@ class Calls:
     def __init__(self, workers: int = 1):
         self._pool = ThreadPoolExecutor(workers, "rotator") if workers > 1 else None
 
-    def pair(self, first: Callable[[], _T], second: Callable[[], _U]) -> tuple[_T, _U]:
-        """Both results, the calls side by side."""
+    def run(self, *calls: Callable[[], object]) -> list[object]:
+        """Every call's result, in the order given. A failure (the first in that order) is
+        raised only once every call has ended: none may run on into a later invocation."""
         if self._pool is None:
-            return first(), second()
-        later = self._pool.submit(second)
-        try:
-            result = first()
-        finally:
-            paired = later.result()
-        return result, paired
+            return [call() for call in calls]
+        futures = [self._pool.submit(call) for call in calls]
+        wait(futures)
+        return [future.result() for future in futures]
+
+    def pair(self, first: Callable[[], _T], second: Callable[[], _U]) -> tuple[_T, _U]:
+        """Both results."""
+        one, two = self.run(first, second)
+        return cast(_T, one), cast(_U, two)
 
     def alongside(
         self, main: Callable[[], _T], *others: Callable[[], object], main_first: bool = True
     ) -> _T:
-        """Run `main` and `others` together; return what `main` returned. One at a time, the
-        order is `main` first or last."""
-        if self._pool is None:
-            if main_first:
-                result = main()
-                for call in others:
-                    call()
-                return result
-            for call in others:
-                call()
-            return main()
-        futures = [self._pool.submit(call) for call in others]
-        try:
-            return main()
-        finally:
-            for future in futures:
-                future.result()
+        """What `main` returned. One at a time, `main` runs first or last."""
+        if main_first:
+            return cast(_T, self.run(main, *others)[0])
+        return cast(_T, self.run(*others, main)[-1])
 
 
 class Step(StrEnum):
@@ -180,6 +175,7 @@ class Rotator:
         store: SecretsStore,
         cekura: CekuraClient,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         parallel_calls: int = 1,
     ):
         """`parallel_calls` > 1 lets a step make independent calls side by side."""
@@ -187,6 +183,7 @@ class Rotator:
         self._store = store
         self._cekura = cekura
         self._clock = clock
+        self._sleep = sleep
         self._revoker = Revoker(store=store, cekura=cekura, clock=clock)
         self._calls = Calls(parallel_calls)
         self._steps: dict[Step, Callable[[_Context], str]] = {
@@ -245,10 +242,13 @@ class Rotator:
             return "already current"
         stored, current = self._calls.pair(
             partial(self._store.read, ctx.arn, stage=PENDING, version_id=ctx.token),
-            partial(self._read, ctx.arn, stage=CURRENT),
+            partial(_outcome, partial(self._read, ctx.arn, stage=CURRENT)),
         )
         if stored is not None:
+            # Done already: the current value (read alongside) does not matter, even unread.
             return "pending value already stored"
+        if isinstance(current, RotatorError):
+            raise current
         project = current.require_project()
         current.check_room_for_rotation()
         admin = self._admin(current)
@@ -296,9 +296,15 @@ class Rotator:
         if ctx.already_current:
             return "already current"
         raw = self._store.read(ctx.arn, stage=PENDING, version_id=ctx.token)
+        for pause in _CONSISTENCY_PAUSES:
+            if raw is not None or self._out_of_time(ctx, pause):
+                break
+            # A read right after createSecret's write may not see it yet: ask again shortly.
+            self._sleep(pause)
+            raw = self._store.read(ctx.arn, stage=PENDING, version_id=ctx.token)
         if raw is None:
             # Either RotateSecret's configuration check (RotateImmediately=False: the pending
-            # version has no value), or a read not yet consistent with createSecret's write.
+            # version has no value), or a read still not consistent with createSecret's write.
             # Prove the configuration with the current key, and mark the version so that a
             # finishSecret, if one ever comes, tests the pending key itself before promoting it.
             self._validate(ctx, self._read(ctx.arn, stage=CURRENT), what="current key")
@@ -325,7 +331,7 @@ class Rotator:
             # Where Cekura just refused this credential, the debt is manual from the start.
             manual = job is not None and self._revoker.refuses_deletion(job.credential_id)
             versions = self._revoker.record(
-                ctx.arn, versions, self._to_retire(ctx, new), manual=manual
+                ctx.arn, versions, self._to_retire(ctx, new), manual=manual, reader=reader
             )
             self._store.move_stage(
                 ctx.arn, stage=CURRENT, to_version=ctx.token, from_version=superseded
@@ -436,6 +442,9 @@ class Rotator:
             ) from e
         return project
 
+    def _out_of_time(self, ctx: _Context, pause: float) -> bool:
+        return ctx.deadline is not None and self._clock() + pause + 5.0 > ctx.deadline
+
     def _mark_untested(self, ctx: _Context) -> None:
         holder = ctx.secret.version_with(UNTESTED)
         if holder == ctx.token:
@@ -498,7 +507,9 @@ class Rotator:
 
     def _revocation(self, ctx: _Context, new: SecretValue) -> Revocation:
         credential: Credential | None = Credential.api_key(new.api_key)
-        credential_id = SELF
+        # The rotated key's own refusals are remembered per secret: another secret's key may
+        # be allowed what this one was not, and must be asked itself.
+        credential_id = f"self {ctx.arn}"
         try:
             arn = admin_arn_for(new, self._config)
             if arn is not None:
@@ -514,7 +525,7 @@ class Rotator:
             versions=ctx.secret.versions,  # replaced by the labels after the move
             credential=credential,
             credential_id=credential_id,
-            project=new.require_project(),
+            project=new.project_id,
             key_stem=None if new.plain else self._key_stem(ctx),
             deadline=ctx.deadline,
         )
@@ -543,14 +554,26 @@ class Rotator:
         )
 
     def _key_stem(self, ctx: _Context) -> str:
-        """`<prefix>-<secret name>-`: every key minted for this secret starts so."""
-        room = _MAX_KEY_NAME - len(self._config.key_name_prefix) - _TOKEN_TAG_CHARS - 2
+        """`<prefix>-<secret name>-<8 hex of the secret's ARN>-`: every key minted for this
+        secret, and no other, starts so. The name may be cut short; the ARN's hash tells apart
+        secrets whose names share a beginning, or live in another account or region."""
+        arn_tag = hashlib.sha256(ctx.arn.encode()).hexdigest()[:_ARN_TAG_CHARS]
+        prefix = self._config.key_name_prefix
+        room = _MAX_KEY_NAME - len(prefix) - _ARN_TAG_CHARS - _TOKEN_TAG_CHARS - 3
         secret_name = re.sub(r"[^A-Za-z0-9_.@/+=-]", "_", ctx.secret.name)[:room]
-        return f"{self._config.key_name_prefix}-{secret_name}-"
+        return f"{prefix}-{secret_name}-{arn_tag}-"
 
     def _key_name(self, ctx: _Context) -> str:
         """`<stem><first 8 of token>`: a stray key leads back to its secret and rotation."""
         return self._key_stem(ctx) + ctx.token[:_TOKEN_TAG_CHARS]
+
+
+def _outcome(call: Callable[[], _T]) -> _T | RotatorError:
+    """The call's result, or the typed error it raised (for the caller to weigh)."""
+    try:
+        return call()
+    except RotatorError as e:
+        return e
 
 
 def _after_current_moved(

@@ -404,6 +404,7 @@ class Harness:
             config=config,
             store=SecretsStore(self.rig.store_client),
             cekura=self.rig.cekura,
+            sleep=self.rig.sleeps.append,
             parallel_calls=self.rig.parallel_calls,
         )
 

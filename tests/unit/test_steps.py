@@ -28,13 +28,15 @@ def _value(world: World, **kwargs: str) -> dict[str, Any]:
     return dict(json.loads(raw))
 
 
-def _fail_next(world: World, operation: str, code: str = "InternalServiceError") -> list[int]:
-    """Make the next `operation` fail as AWS would (moto cannot be told to fail)."""
+def _fail_next(
+    world: World, operation: str, code: str = "InternalServiceError", *, times: int = 1
+) -> list[int]:
+    """Make the next `times` calls of `operation` fail as AWS would (moto cannot be told to)."""
     calls: list[int] = []
 
     def fail(**_: Any) -> None:
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) <= times:
             raise ClientError({"Error": {"Code": code, "Message": "injected"}}, operation)
 
     world.sm.meta.events.register(f"before-call.secrets-manager.{operation}", fail)
@@ -426,15 +428,16 @@ def test_testsecret_without_a_pending_value_checks_the_current_key(world: World)
 
 @pytest.mark.parametrize("alive", [True, False])
 def test_a_pending_key_test_could_not_read_is_tested_by_finish(world: World, alive: bool) -> None:
-    # Given createSecret stored a new key, but testSecret's read of it came back "not found"
-    # (Secrets Manager's reads are not always consistent right after a write)
+    # Given createSecret stored a new key, but testSecret's reads of it (the first and both
+    # re-reads) came back "not found" (reads are not always consistent right after a write)
     world.fake.mode = "permissive"
     rotator = world.rotator(validate_max_wait=1.0)
     token = world.start_rotation()
     world.step(rotator, Step.CREATE, token)
     world.step(rotator, Step.SET, token)
-    _fail_next(world, "GetSecretValue", "ResourceNotFoundException")
+    _fail_next(world, "GetSecretValue", "ResourceNotFoundException", times=3)
     world.step(rotator, Step.TEST, token)
+    assert "CEKURA_UNTESTED" in world.stages()[token]
     pending = _value(world, VersionId=token, VersionStage="AWSPENDING")
     if not alive:
         httpx.delete(
@@ -452,6 +455,21 @@ def test_a_pending_key_test_could_not_read_is_tested_by_finish(world: World, ali
         with pytest.raises(KeyValidationError, match="401"):
             world.step(rotator, Step.FINISH, token)
         assert world.current() == before
+
+
+def test_a_pending_value_read_too_early_is_read_again_and_tested(world: World) -> None:
+    # Given createSecret stored a new key, and testSecret's first read of it says "not found"
+    rotator = world.rotator()
+    token = world.start_rotation()
+    world.step(rotator, Step.CREATE, token)
+    calls = _fail_next(world, "GetSecretValue", "ResourceNotFoundException")
+    # When testSecret runs
+    outcome = world.step(rotator, Step.TEST, token)
+    # Then it read again after a short pause and tested the new key itself
+    assert len(calls) >= 2
+    assert world.sleeps[:1] == [0.3]
+    assert "pending key works" in outcome
+    assert "CEKURA_UNTESTED" not in world.stages()[token]
 
 
 def test_plain_string_secret_never_loses_its_new_key_to_the_stray_sweep(
