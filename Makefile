@@ -17,7 +17,7 @@ BUILD_DIR := .aws-sam/build
 .PHONY: help setup demo test lint typecheck unit infra-check reliability bench build clean
 
 help:
-	@echo "make demo         run three rotations on local stand-ins (moto server + fake Cekura)"
+	@echo "make demo         rotations on local stand-ins (moto server + fake Cekura), admin mode too"
 	@echo "make test         lint, types, template checks and every test"
 	@echo "make reliability  the full fault matrix, random sequences and bad-input set"
 	@echo "make bench        benchmark figures (cold start, production-shaped time and calls, package, memory, scale)"
