@@ -17,11 +17,15 @@ import json
 import time
 from typing import Any, Literal
 
-import httpx
-
 from cekura_rotator.secret_value import fingerprint
 from infra.local.lambda_bridge import FUNCTION_ARN
-from infra.local.stack import LocalStack, enable_rotation, local_stack, secret_json
+from infra.local.stack import (
+    LocalStack,
+    delete_in_dashboard,
+    enable_rotation,
+    local_stack,
+    secret_json,
+)
 
 ROTATIONS = 3
 
@@ -91,7 +95,7 @@ def run_admin_mode() -> int:
                 stack, arn, project=project, title="rotation 1, minted with the admin credential"
             )
             dead = _current(sm, arn)
-            _delete_in_dashboard(stack, project, dead["key_id"])
+            delete_in_dashboard(stack.fake, dead["key_id"], project_id=project)
             verdict = "accepts" if stack.fake.is_live(dead["api_key"]) else "rejects"
             print(
                 f"\n-- key {dead['key_id']} deleted in the dashboard (say, after a leak): "
@@ -121,15 +125,6 @@ def _current(sm: Any, arn: str) -> dict[str, Any]:
 def _version_with(sm: Any, arn: str, stage: str) -> str:
     stages = sm.describe_secret(SecretId=arn)["VersionIdsToStages"]
     return str(next(version for version, labels in stages.items() if stage in labels))
-
-
-def _delete_in_dashboard(stack: LocalStack, project: int, key_id: int) -> None:
-    """What a person signed in to the dashboard does: delete the key with their session."""
-    session = stack.fake.issue_session(project)
-    httpx.delete(
-        f"{stack.fake.url}/user/api/v1/user-api-key/{key_id}/",
-        headers={"Authorization": f"Bearer {session}"},
-    ).raise_for_status()
 
 
 def _report(

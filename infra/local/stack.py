@@ -117,6 +117,17 @@ class AdminSecret:
         return admin_env(self.arn, *also_allowed)
 
 
+def delete_in_dashboard(fake: FakeCekura, key_id: int, *, project_id: int) -> str:
+    """What a person signed in to Cekura's dashboard does (after a leak, say): delete a key with
+    their session, over HTTP like any client. Returns the session, for scanning outputs."""
+    session = fake.issue_session(project_id)
+    httpx.delete(
+        f"{fake.url}/user/api/v1/user-api-key/{key_id}/",
+        headers={"Authorization": f"Bearer {session}"},
+    ).raise_for_status()
+    return session
+
+
 def admin_env(default: str | None, *allowed: str) -> dict[str, str]:
     """CEKURA_ADMIN_SECRET_ARN and CEKURA_ALLOWED_ADMIN_SECRET_ARNS, as the template sets them
     from `AdminSecretArns` (the first entry is the default; every entry is allowed)."""

@@ -23,14 +23,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import httpx
 import pytest
 
 from cekura_rotator import handler
 from cekura_rotator.revocation import MANUAL_PREFIX
 from infra.local.fake_cekura import Mode
 from infra.local.lambda_bridge import FUNCTION_ARN, LambdaBridge
-from infra.local.stack import AdminKind, AdminSecret, admin_env, create_admin_secret
+from infra.local.stack import (
+    AdminKind,
+    AdminSecret,
+    admin_env,
+    create_admin_secret,
+    delete_in_dashboard,
+)
 from tests.conftest import LogCapture, World
 from tests.reliability import invariants, summary
 from tests.reliability.conftest import Ledger
@@ -140,12 +145,7 @@ def minted_with(
 
 def kill(world: World, key_id: int) -> None:
     """Delete a key at Cekura as a person in the dashboard would, with a session."""
-    session = world.fake.issue_session(world.project_id)
-    answer = httpx.delete(
-        f"{world.fake.url}/user/api/v1/user-api-key/{key_id}/",
-        headers={"Authorization": f"Bearer {session}"},
-    )
-    assert answer.status_code == 204
+    delete_in_dashboard(world.fake, key_id, project_id=world.project_id)
 
 
 def current_key(world: World) -> str:

@@ -13,13 +13,12 @@ import uuid
 from collections.abc import Callable
 from typing import Literal
 
-import httpx
 import pytest
 
 from cekura_rotator import handler
 from cekura_rotator.cekura import Credential
 from cekura_rotator.secret_value import fingerprint
-from infra.local.stack import FUNCTION_ARN, LocalStack
+from infra.local.stack import FUNCTION_ARN, LocalStack, delete_in_dashboard
 from tests.integration.cli_harness import (
     FAST,
     Seeded,
@@ -68,12 +67,7 @@ def bootstrap_argv(name: str, project: int, arn: str) -> list[str]:
 
 def kill(stack: LocalStack, seeded: Seeded) -> None:
     """Delete the secret's current key at Cekura, as a person in the dashboard would."""
-    session = stack.fake.issue_session(seeded.project)
-    answer = httpx.delete(
-        f"{stack.fake.url}/user/api/v1/user-api-key/{seeded.key.id}/",
-        headers={"Authorization": f"Bearer {session}"},
-    )
-    assert answer.status_code == 204
+    delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
     assert not stack.fake.is_live(seeded.key.key)
 
 
@@ -245,11 +239,8 @@ def test_status_shows_the_functions_default_admin_secret_and_a_rejected_credenti
     arn, credential = admin_secret(stack, seeded.project, "api_key")
     allow_admin(arn)
     admin_id = stack.fake.key_id(credential)
-    session = stack.fake.issue_session(seeded.project)
-    httpx.delete(
-        f"{stack.fake.url}/user/api/v1/user-api-key/{admin_id}/",
-        headers={"Authorization": f"Bearer {session}"},
-    ).raise_for_status()
+    assert admin_id is not None
+    session = delete_in_dashboard(stack.fake, admin_id, project_id=seeded.project)
 
     # When status runs
     result = cli(stack, "status", "--secret-id", seeded.arn)

@@ -41,6 +41,7 @@ from infra.local.stack import (
     AdminKind,
     AdminSecret,
     admin_secret_json,
+    delete_in_dashboard,
 )
 from tests.reliability import invariants
 from tests.reliability.conftest import Ledger
@@ -67,11 +68,7 @@ def deletion_allowed(mode: Mode, kind: AdminKind) -> bool:
 
 def kill_key(h: Harness, key_id: int) -> None:
     """Delete a key at Cekura as a person in the dashboard would (with a session)."""
-    session = h.fake.issue_session(h.project_id)
-    answer = httpx.delete(
-        f"{h.fake.url}{KEYS_PATH}{key_id}/", headers={"Authorization": f"Bearer {session}"}
-    )
-    assert answer.status_code == 204
+    delete_in_dashboard(h.fake, key_id, project_id=h.project_id)
 
 
 def version_with(h: Harness, stage: str) -> str | None:
