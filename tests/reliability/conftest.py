@@ -64,10 +64,15 @@ def rig(
     make_world: Callable[..., World],
     logs: LogCapture,
     fake: FakeCekura,
+    ledger: Ledger,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Rig]:
-    built = Rig(make_world, logs, fake)
+    # Every call goes through the strict AWS model; invariants 10 and 11 after every step.
+    built = Rig(make_world, logs, fake, ledger=ledger)
     # Through the handler, steps run the active harness's rotator: its clients, no real sleeps.
     monkeypatch.setattr(handler, "rotator", lambda: built.active().rotator)
     yield built
     built.cekura.close()
+    # How often each rule of the strict model was met, for the run's figures.
+    request.node.user_properties.append((summary.RULES_PROPERTY, dict(built.model.counts)))

@@ -7,8 +7,13 @@ can produce on demand, or produce as AWS does:
   event system on the rotator's client: moto cannot be told to throttle, deny KMS access or fail
   internally. Raising in `before-call` skips botocore's own retries, so each injected error is
   what the rotator sees after botocore gave up.
-- `refuse_overwrites_like_aws` corrects moto, which lets PutSecretValue overwrite a version's
-  value where AWS refuses.
+- `StrictAws` (tests/strict_aws.py), the strict AWS model, is attached to the rotator's client
+  (every rule) and to the tests' own client (`observer`: the actors write with it, the checks read
+  ground truth with it). Secrets Manager behaves as AWS documents it, not as moto does.
+- `InjectedTimeouts` wraps the transport of the rotator's Cekura client: a read timeout is
+  injected where a test means one (the request reached the fake, which did the work, and the
+  answer was lost; or the request never got there). No other timeout can fire: the client's read
+  timeout is far longer than anything the fake takes on a loaded machine.
 - `LambdaDied` is the Lambda being killed mid-step (timeout, out of memory). It is a
   BaseException, which no step catches, so no compensation runs, exactly as with a real kill.
 """
@@ -16,26 +21,45 @@ can produce on demand, or produce as AWS does:
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterable
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
+import httpx
 from botocore.exceptions import ClientError
 
-from cekura_rotator import handler
-from cekura_rotator.cekura import CekuraClient, Credential, KeyInfo
+from cekura_rotator import handler, ledger
+from cekura_rotator.cekura import (
+    KEYS_PATH,
+    USER_AGENT,
+    VALIDATE_PATH,
+    CekuraClient,
+    Credential,
+    KeyInfo,
+)
 from cekura_rotator.config import Config, RevocationPolicy
-from cekura_rotator.errors import CekuraError, CekuraUnavailableError, OrphanKeyError
+from cekura_rotator.errors import CekuraError, OrphanKeyError
+from cekura_rotator.key_names import key_stem
 from cekura_rotator.secret_value import MintedKey
 from cekura_rotator.secrets_store import SecretsStore
 from cekura_rotator.steps import RotationRequest, Rotator, Step
 from infra.local.fake_cekura import FakeCekura, Fault, RouteName
-from infra.local.lambda_bridge import ACCOUNT_ID, REGION, FakeLambdaContext
-from infra.local.stack import AdminKind, AdminSecret, create_admin_secret, secret_json
+from infra.local.lambda_bridge import FakeLambdaContext
+from infra.local.stack import (
+    AdminKind,
+    AdminSecret,
+    create_admin_secret,
+    delete_in_dashboard,
+    secret_json,
+)
 from tests.reliability import invariants
 from tests.reliability.invariants import Evidence
+from tests.strict_aws import CURRENT, StrictAws
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -46,10 +70,13 @@ if TYPE_CHECKING:
 Mode = Literal["spec", "permissive", "nocreate"]
 STEPS = tuple(Step)
 
-# Cekura's read timeout in these tests, and a delay that outlasts it.
-# (0.25 s proved too tight on a loaded 2-core machine: an ordinary create timed out.)
-READ_TIMEOUT = 0.5
-TIMEOUT_DELAY = 0.75
+# Cekura's read timeout in these tests: far longer than the fake ever takes, however loaded the
+# machine, so that no timeout fires unless a test injects one (`LostAnswer`). (0.5 s once fired
+# on a loaded 2-core machine for an ordinary create, and a verdict depended on the machine.)
+READ_TIMEOUT = 30.0
+KEY_NAME_PREFIX = "rotator"  # the rotator's default CEKURA_KEY_NAME_PREFIX
+# The organization every test project belongs to (tests/conftest.py's make_world).
+ORGANIZATION = "Acme"
 
 
 class LambdaDied(BaseException):  # named for what happens, not as an error
@@ -98,11 +125,15 @@ class AwsFault:
 
 
 class AwsFaults:
-    """Armed faults for one boto3 client's Secrets Manager calls (see the module docstring)."""
+    """Armed faults for one boto3 client's Secrets Manager calls (see the module docstring).
+    `lost_answer` is told of each answer lost after a write (the strict model counts them)."""
 
-    def __init__(self, client: SecretsManagerClient):
+    def __init__(
+        self, client: SecretsManagerClient, lost_answer: Callable[[], None] = lambda: None
+    ):
         self._armed: list[AwsFault] = []
         self._after_call: list[tuple[str, str | None]] = []  # (operation, error or a kill)
+        self._lost_answer = lost_answer
         self.fired: list[str] = []
         client.meta.events.register("before-call.secrets-manager", self._before)
         client.meta.events.register("after-call.secrets-manager", self._after)
@@ -140,6 +171,7 @@ class AwsFaults:
         self._after_call.remove(pending)
         if pending[1] is None:
             raise LambdaDied(f"killed as {operation} returned")
+        self._lost_answer()
         raise _client_error(operation, *AWS_ERRORS[pending[1]])
 
 
@@ -162,35 +194,23 @@ def _client_error(operation: str, code: str, message: str, status: int) -> Clien
     return ClientError(response, operation)
 
 
-def refuse_overwrites_like_aws(client: SecretsManagerClient) -> None:
-    """PutSecretValue with a token that names a version holding another value: AWS refuses
-    (ResourceExistsException), moto overwrites the value. Correct moto on the rotator's client,
-    so that a scenario cannot lose a stored key to a quirk AWS does not have."""
-
-    def check(params: dict[str, Any], **_: Any) -> None:
-        from moto.secretsmanager.models import secretsmanager_backends
-
-        secrets = secretsmanager_backends[ACCOUNT_ID][REGION].secrets
-        try:
-            secret = secrets[params["SecretId"]]
-        except KeyError:
-            return
-        version = secret.versions.get(str(params.get("ClientRequestToken")))
-        stored = version.get("secret_string") if version else None
-        if stored is not None and stored != params.get("SecretString"):
-            raise _client_error(
-                "PutSecretValue",
-                "ResourceExistsException",
-                "You can't modify an existing version, you can only create a new version.",
-                400,
-            )
-
-    client.meta.events.register("before-parameter-build.secrets-manager.PutSecretValue", check)
-
-
 # -- Cekura faults and crashes ----------------------------------------------------------------
 
-CEKURA_FAULTS: dict[str, Fault] = {
+
+@dataclass(frozen=True)
+class LostAnswer:
+    """A read timeout a test means to cause, which the fake cannot produce on its own without a
+    delay that a loaded machine could stretch. `sent`: the request reached Cekura, which did the
+    work, and the answer was lost; else the request was lost on its way and nothing happened.
+    Either way the client sees `httpx.ReadTimeout`."""
+
+    sent: bool = True
+    times: int = 1
+
+
+CekuraFault = Fault | LostAnswer
+
+CEKURA_FAULTS: dict[str, CekuraFault] = {
     "429": Fault(status=429),
     "429-retry-after": Fault(status=429, retry_after="1"),
     "429-persistent": Fault(status=429, times=60),
@@ -198,7 +218,8 @@ CEKURA_FAULTS: dict[str, Fault] = {
     "502": Fault(status=502),
     "503": Fault(status=503),
     "503-persistent": Fault(status=503, times=60),
-    "timeout": Fault(delay=TIMEOUT_DELAY),
+    "timeout": LostAnswer(sent=True),
+    "timeout-unsent": LostAnswer(sent=False),
     "dropped-connection": Fault(drop=True),
     "lost-response": Fault(lost_response=True),
     "malformed-json": Fault(body=b'{"id": 1, "key": '),
@@ -209,6 +230,65 @@ CEKURA_FAULTS: dict[str, Fault] = {
     "403": Fault(status=403),
     "404": Fault(status=404),
 }
+
+
+def route_of(request: httpx.Request) -> RouteName | None:
+    """Which Cekura operation a request is, by its method and path."""
+    path = request.url.path
+    if path == VALIDATE_PATH:
+        return "validate"
+    if path == KEYS_PATH:
+        return {"POST": "create", "GET": "list"}.get(request.method)  # type: ignore[return-value]
+    if path.startswith(KEYS_PATH):
+        return {"DELETE": "delete", "GET": "retrieve"}.get(request.method)  # type: ignore[return-value]
+    return None
+
+
+class InjectedTimeouts(httpx.BaseTransport):
+    """The rotator's Cekura transport, with read timeouts injected per operation (`LostAnswer`).
+    Everything else goes to the real fake over HTTP."""
+
+    def __init__(self, inner: httpx.BaseTransport | None = None):
+        self._inner = inner or httpx.HTTPTransport()
+        self._lock = threading.Lock()
+        self._armed: dict[RouteName, deque[list[Any]]] = {}
+
+    def arm(self, route: RouteName, fault: LostAnswer) -> None:
+        with self._lock:
+            self._armed.setdefault(route, deque()).append([fault, fault.times])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._armed.clear()
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(left for queue in self._armed.values() for _, left in queue)
+
+    def _take(self, route: RouteName | None) -> LostAnswer | None:
+        with self._lock:
+            queue = self._armed.get(route) if route else None
+            if not queue:
+                return None
+            head = queue[0]
+            head[1] -= 1
+            if head[1] == 0:
+                queue.popleft()
+            fault: LostAnswer = head[0]
+            return fault
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        fault = self._take(route_of(request))
+        if fault is None:
+            return self._inner.handle_request(request)
+        if fault.sent:
+            answer = self._inner.handle_request(request)
+            answer.read()  # the fake did the work; its answer never arrives
+            answer.close()
+        raise httpx.ReadTimeout("injected: no answer within the read timeout", request=request)
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class CrashableCekura(CekuraClient):
@@ -276,7 +356,11 @@ class Attempt:
 
 
 class Rig:
-    """Per-test plumbing, shared by every world a test builds (clients are slow to make)."""
+    """Per-test plumbing, shared by every world a test builds (clients are slow to make).
+
+    `model` is the strict AWS model every Secrets Manager call of the test goes through. With a
+    `ledger`, invariants 10 and 11 are checked after every step the rotator runs.
+    """
 
     def __init__(
         self,
@@ -285,24 +369,37 @@ class Rig:
         fake: FakeCekura,
         *,
         read_timeout: float = READ_TIMEOUT,
+        ledger: Ledger | None = None,
+        model: StrictAws | None = None,
     ):
         self.make_world = make_world
         self.logs = logs
         self.fake = fake
+        self.ledger = ledger
+        self.model = model or StrictAws()
         # The rotator's own client (faults attach to it); tests observe through the world's.
-        self.store_client = boto3.client("secretsmanager", region_name=REGION)
-        self.aws = AwsFaults(self.store_client)
-        refuse_overwrites_like_aws(self.store_client)
+        self.store_client = boto3.client("secretsmanager", region_name="us-east-1")
+        self.aws = AwsFaults(self.store_client, self.model.count_lost_answer)
+        self.model.attach(self.store_client, role="rotator")
+        self._observers: set[int] = set()
         self.sleeps: list[float] = []
         self._active: Harness | None = None
         # 1: calls in a fixed order, so faults armed by call count hit where they are aimed.
         self.parallel_calls = 1
+        # Injected read timeouts (everything else reaches the fake over HTTP).
+        self.transport = InjectedTimeouts()
         # Backoff goes to `sleeps` instead of the clock, so retries cost no time.
         self.cekura = CrashableCekura(
             base_url=fake.url,
             read_timeout=read_timeout,
-            connect_timeout=1.0,
+            connect_timeout=5.0,
             sleep=self.sleeps.append,
+            http_client=httpx.Client(
+                transport=self.transport,
+                trust_env=False,
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            ),
         )
 
     def harness(
@@ -321,6 +418,9 @@ class Rig:
         if value is None:
             value = lambda key, project, key_id: secret_json(key, project, key_id=key_id)  # noqa: E731
         world = self.make_world(value)
+        if id(world.sm) not in self._observers:
+            self._observers.add(id(world.sm))
+            self.model.attach(world.sm, role="observer")
         self._active = Harness(self, world, policy)
         if admin is not None:
             self._active.use_admin(admin)
@@ -337,26 +437,31 @@ class Rig:
         self.logs.stream.truncate()
 
     def reset(self) -> None:
-        """Between two worlds of one test: no fault or crash carries over."""
+        """Between two worlds of one test: no fault, crash or actor carries over."""
         self.fake.clear_faults()
         self.aws.clear()
+        self.transport.clear()
         self.cekura.crash_on.clear()
+        self.model.clear_hooks()
+
+    def pending_faults(self) -> int:
+        """Cekura faults armed and not consumed yet (at the fake and in the transport)."""
+        return self.fake.pending_faults() + self.transport.pending()
 
 
 class Harness:
-    """One secret being rotated: steps, Secrets Manager's retries, faults and the checks."""
+    """One secret being rotated: steps, Secrets Manager's retries, faults, actors and checks."""
 
     def __init__(self, rig: Rig, world: World, policy: str):
         self.rig = rig
         self.world = world
         self.evidence = Evidence()
-        self._first_minted = len(rig.fake.minted_secrets())
         # Keys the scenario starts from: AWSCURRENT may hold one without a validation by us.
         self.trusted_key_ids = {k.id for k in rig.fake.all_keys()}
         self.attempts: list[Attempt] = []
         self.via_handler = False
         self._log_start = len(rig.logs.text)
-        self._settle = 0.0
+        self._refusals_seen = len(rig.model.refusals)
         self.policy = policy
         # The function's admin configuration (CEKURA_ADMIN_SECRET_ARN and the allowed ones),
         # and every admin secret made for this secret: its credential must never be output.
@@ -364,12 +469,21 @@ class Harness:
         self.allowed_admin_secret_arns: frozenset[str] = frozenset()
         self.admin_secrets: list[AdminSecret] = []
         self.rotator = self._rotator(policy)
+        name = world.sm.describe_secret(SecretId=world.arn)["Name"]
+        # Every key the rotator mints for this secret, and no other, has a name starting so.
+        self.stem = key_stem(KEY_NAME_PREFIX, name, world.arn)
+        # Labels people attached (actors), and the keys of their making (never the rotator's).
+        self.people_labels: set[str] = set()
 
     # -- world access -------------------------------------------------------------------------
 
     @property
     def fake(self) -> FakeCekura:
         return self.rig.fake
+
+    @property
+    def model(self) -> StrictAws:
+        return self.rig.model
 
     @property
     def sm(self) -> SecretsManagerClient:
@@ -381,11 +495,24 @@ class Harness:
 
     @property
     def project_id(self) -> int:
+        """The project the secret was created for (see `current_project`)."""
         return self.world.project_id
 
+    def current_project(self) -> int:
+        """The project AWSCURRENT's value names now (a person may have moved the secret)."""
+        version = next((v for v in self.versions() if CURRENT in v.stages), None)
+        return version.project_id if version and version.project_id else self.project_id
+
+    def versions(self) -> list[invariants.Version]:
+        """Every version as stored (ground truth: pruned ones too, whatever KMS says)."""
+        return invariants.versions(self.sm, self.arn, truth=self.model)
+
+    def labels(self) -> dict[str, tuple[str, ...]]:
+        return self.model.labels(self.arn)
+
     def minted(self) -> list[str]:
-        """Every key the fake made since this harness was built (this secret's, mostly)."""
-        return self.rig.fake.minted_secrets()[self._first_minted :]
+        """Every key the fake made for this secret (its stem) or since it was built."""
+        return self.rig.fake.minted_secrets()
 
     @property
     def log_text(self) -> str:
@@ -447,20 +574,37 @@ class Harness:
 
     # -- faults -------------------------------------------------------------------------------
 
-    def inject(self, route: RouteName, fault: Fault) -> None:
-        self.fake.inject(route, fault)
-        self._settle = max(self._settle, fault.delay)
+    def inject(self, route: RouteName, fault: CekuraFault) -> None:
+        """A Cekura fault for the next call(s) of `route`: at the fake, or a read timeout."""
+        if isinstance(fault, LostAnswer):
+            self.rig.transport.arm(route, fault)
+        else:
+            self.fake.inject(route, fault)
 
     def clear_faults(self) -> None:
         self.rig.reset()
 
+    @contextmanager
+    def calm(self) -> Iterator[None]:
+        """No throttling and no lagging reads inside the block (the faults cleared)."""
+        model = self.model
+        saved = (model.throttle_rate, model.read_lag)
+        model.throttle_rate, model.read_lag = 0.0, 0
+        try:
+            yield
+        finally:
+            model.throttle_rate, model.read_lag = saved
+
     # -- running steps --------------------------------------------------------------------------
 
     def start_rotation(self) -> str:
+        """RotateSecret, as AWS answers it (the strict model); raises ClientError if refused."""
         return self.world.start_rotation()
 
     def step(self, step: Step, token: str) -> BaseException | None:
-        """Invoke one step as Secrets Manager would; return what it raised (None: success)."""
+        """Invoke one step as Secrets Manager would; return what it raised (None: success).
+        Secrets Manager then ends a successful finishSecret its own way (AWSPENDING removed or
+        kept), and invariants 10 and 11 are checked."""
         error: BaseException | None = None
         try:
             if self.via_handler:
@@ -475,15 +619,23 @@ class Harness:
                 self.evidence.create_failures += 1
                 if isinstance(e, CekuraError) and not isinstance(e, OrphanKeyError):
                     self.evidence.lost_answers += 1
-            if isinstance(e, CekuraUnavailableError) and self._settle:
-                # A delayed request is still being served: let the fake finish it (it may mint
-                # a key), as it would have long before Secrets Manager's next retry.
-                time.sleep(self._settle)
-                self._settle = 0.0
-        if self.fake.pending_faults() == 0:
-            self._settle = 0.0
+        if error is None and step is Step.FINISH:
+            self.model.rotation_finished(self.arn, token)
         self.attempts.append(Attempt(step, error))
+        if self.rig.ledger is not None:
+            invariants.verify(self.rig.ledger, *self.step_checks())
         return error
+
+    def step_checks(self) -> list[Callable[[], list[str]]]:
+        """Invariants 10 and 11, as they must hold after every step."""
+        refusals = self.model.refusals[self._refusals_seen :]
+        self._refusals_seen = len(self.model.refusals)
+        labels = self.labels()
+        return [
+            lambda: invariants.rotator_leaves_room(labels),
+            lambda: invariants.no_refusal_for_rotator_labels(refusals),
+            lambda: invariants.manual_only_unheld(self.fake, self.versions()),
+        ]
 
     def drive(
         self,
@@ -543,7 +695,171 @@ class Harness:
             (str(a.step), f"{type(a.error).__name__}: {a.error}") for a in self.attempts if a.error
         ]
 
+    # -- actors: people and Secrets Manager, acting as AWS lets them ----------------------------
+
+    def person_puts(self, *, with_key_id: bool = True, project_id: int | None = None) -> str | None:
+        """A person stores a fresh dashboard key with PutSecretValue (no VersionStages): AWS
+        moves AWSCURRENT to it and AWSPREVIOUS to the version that was current, mid-rotation or
+        not. Returns the new version, or None where AWS refused (the person deletes the key)."""
+        project = project_id or self.current_project()
+        issued = self.fake.issue_key(project, "person key")
+        self.trusted_key_ids.add(issued.id)  # a person's choice, not one the rotator must test
+        extra = {"key_id": issued.id} if with_key_id else {}
+        before = self.labels()
+        try:
+            out = self.sm.put_secret_value(
+                SecretId=self.arn, SecretString=secret_json(issued.key, project, **extra)
+            )
+        except ClientError:
+            delete_in_dashboard(self.fake, issued.id, project_id=project)
+            return None
+        self._excuse_unheld(before)
+        return str(out["VersionId"])
+
+    def move_to_another_project(self, *, with_key_id: bool = True) -> str | None:
+        """A person moves the secret to another project of its organization: stores a key of
+        that project, with that project_id. The rotated key's credential then no longer sees
+        the old project's keys (Cekura answers a DELETE of one 404, as for a missing key)."""
+        project = self.fake.create_project(f"moved-{uuid.uuid4().hex[:6]}", ORGANIZATION)
+        return self.person_puts(with_key_id=with_key_id, project_id=project)
+
+    def attach_label(self, label: str, version_id: str) -> bool:
+        """An application attaches its own label to a version (moving it if it is elsewhere)."""
+        holder = next((v for v, s in self.labels().items() if label in s), None)
+        before = self.labels()
+        try:
+            self.sm.update_secret_version_stage(
+                SecretId=self.arn,
+                VersionStage=label,
+                MoveToVersionId=version_id,
+                **({"RemoveFromVersionId": holder} if holder else {}),
+            )
+        except ClientError:
+            return False
+        self.people_labels.add(label)
+        self._excuse_unheld(before)
+        return True
+
+    def remove_label(self, label: str) -> bool:
+        """An application removes its label."""
+        before = self.labels()
+        holder = next((v for v, s in before.items() if label in s), None)
+        if holder is None:
+            return False
+        try:
+            self.sm.update_secret_version_stage(
+                SecretId=self.arn, VersionStage=label, RemoveFromVersionId=holder
+            )
+        except ClientError:
+            return False
+        self._excuse_unheld(before)
+        return True
+
+    def fill_labels(self, spare: int, *, prefix: str = "APP_FILL_") -> int:
+        """Application labels on AWSCURRENT's version until `spare` of the 20 are left (they pin
+        no other key). Returns how many it attached."""
+        attached = 0
+        for number in range(ledger.MAX_LABELS):
+            labels = self.labels()
+            in_use = {s for stages in labels.values() for s in stages}
+            current = next((v for v, s in labels.items() if CURRENT in s), None)
+            if current is None or len(in_use) >= ledger.MAX_LABELS - spare:
+                break
+            label = f"{prefix}{number}"
+            if label not in in_use and self.attach_label(label, current):
+                attached += 1
+        return attached
+
+    def remove_labels(self, prefix: str) -> None:
+        for label in sorted({s for stages in self.labels().values() for s in stages}):
+            if label.startswith(prefix):
+                self.remove_label(label)
+
+    def change_kms_key(self) -> bool:
+        """A person points the secret at another KMS key and disables the old one: only the
+        versions labelled AWSCURRENT, AWSPENDING and AWSPREVIOUS stay readable."""
+        try:
+            self.model.change_kms_key(self.arn)
+        except ClientError:
+            return False
+        return True
+
+    def schedule_deletion(self) -> bool:
+        try:
+            self.sm.delete_secret(SecretId=self.arn, RecoveryWindowInDays=7)
+        except ClientError:
+            return False
+        return True
+
+    def restore(self) -> bool:
+        try:
+            self.sm.restore_secret(SecretId=self.arn)
+        except ClientError:
+            return False
+        return True
+
+    def deleted(self) -> bool:
+        return self.sm.describe_secret(SecretId=self.arn).get("DeletedDate") is not None
+
+    def rotate_inside_finish(
+        self,
+        token: str,
+        *,
+        steps: int = 1,
+        started: Callable[[str, list[BaseException | None]], None] | None = None,
+    ) -> None:
+        """Armed: the moment finishSecret of `token` has moved AWSCURRENT (AWSPENDING then shares
+        its version, and AWS accepts a new RotateSecret), a new rotation starts, and its first
+        `steps` steps run before that finishSecret goes on. `started(token, outcomes)` is told."""
+
+        def act(_: Mapping[str, Any]) -> None:
+            try:
+                new = self.start_rotation()
+            except ClientError:
+                return  # AWS refused it (a full label quota, a deleted secret)
+            outcomes: list[BaseException | None] = []
+            for step in STEPS[:steps]:
+                outcomes.append(self.step(step, new))
+                if outcomes[-1] is not None:
+                    break
+            if started is not None:
+                started(new, outcomes)
+
+        self.model.on_call(
+            "UpdateSecretVersionStage",
+            act,
+            after=True,
+            match=lambda p: p.get("VersionStage") == CURRENT and p.get("MoveToVersionId") == token,
+        )
+
+    def before_current_moves(self, token: str, act: Callable[[], object]) -> None:
+        """Armed: `act` runs just before finishSecret of `token` moves AWSCURRENT."""
+
+        def run(_: Mapping[str, Any]) -> None:
+            act()
+
+        self.model.on_call(
+            "UpdateSecretVersionStage",
+            run,
+            match=lambda p: p.get("VersionStage") == CURRENT and p.get("MoveToVersionId") == token,
+        )
+
+    def _excuse_unheld(self, before: Mapping[str, tuple[str, ...]]) -> None:
+        """A version that a person's act left without any label but the rotator's, and whose
+        key no record names: its key is live by that person's doing (see `Evidence`)."""
+        after = self.labels()
+        recorded = _recorded_key_ids(self.fake, self.versions())
+        for version in self.versions():
+            was_held = any(not ledger.is_rotator_label(s) for s in before.get(version.id, ()))
+            held = any(not ledger.is_rotator_label(s) for s in after.get(version.id, ()))
+            key_id = self.fake.key_id(version.api_key) if version.api_key else None
+            if was_held and not held and key_id is not None and key_id not in recorded:
+                self.evidence.excused_key_ids.add(key_id)
+
     # -- checks ---------------------------------------------------------------------------------
+
+    def strays(self) -> list[Any]:
+        return invariants.strays_of_secret(self.fake, self.stem, self.versions())
 
     def check(
         self,
@@ -557,8 +873,8 @@ class Harness:
         """The invariants after a scenario. `completed`: the token whose rotation must have
         finished; `swept`: its finishSecret could list and delete (permissive mode);
         `grace_bound`: grace with deletion permitted throughout."""
-        all_versions = invariants.versions(self.sm, self.arn)
-        found = invariants.strays(self.fake, self.project_id, all_versions)
+        all_versions = self.versions()
+        found = self.strays()
         texts = [*self.rig.logs.lines, *self.evidence.outputs, *extra_outputs]
         excused = self.evidence.excused_key_ids
         checks: list[Callable[[], list[str]]] = [
@@ -569,6 +885,7 @@ class Harness:
                 self.sm, self.arn, self.fake, trusted=self.trusted_key_ids
             ),
             lambda: invariants.labelled_keys_live(self.fake, all_versions, excused=excused),
+            *self.step_checks(),
         ]
         if self.admin_secrets:
             credentials = [a.credential for a in self.admin_secrets]
@@ -580,26 +897,39 @@ class Harness:
             if swept:
                 checks.append(lambda: invariants.no_strays_of(found, token))
         if grace_bound:
-            checks.append(lambda: invariants.grace_bound(self.fake, self.project_id, self.evidence))
+            checks.append(
+                lambda: invariants.grace_bound_of_secret(self.fake, self.stem, self.evidence)
+            )
         invariants.verify(ledger, *checks)
 
     def settle(self, ledger: Ledger, *, deletion_allowed: bool) -> None:
         """Invariant 8: with every fault cleared, two more rotations pay every debt the policy
         owes (or, where Cekura refuses deletion, record it for the dashboard)."""
         self.clear_faults()
-        self.rotate()
-        self.rotate()
+        with self.calm():
+            self.rotate()
+            self.rotate()
         if self.policy == "off":
             return
-        all_versions = invariants.versions(self.sm, self.arn)
+        all_versions = self.versions()
         excused = self.evidence.excused_key_ids
+        scope = {self.current_project()}
         invariants.verify(
             ledger,
             lambda: invariants.debts_settled(
-                self.fake, all_versions, deletion_allowed=deletion_allowed, excused=excused
+                self.fake,
+                all_versions,
+                deletion_allowed=deletion_allowed,
+                excused=excused,
+                scope=scope,
             ),
             lambda: invariants.labelled_keys_live(self.fake, all_versions, excused=excused),
         )
+
+
+def _recorded_key_ids(fake: FakeCekura, all_versions: Iterable[invariants.Version]) -> set[int]:
+    """Keys some rotator record names (by id, or by its version's value)."""
+    return invariants.recorded_key_ids(fake, list(all_versions))
 
 
 # -- admin credential checks (part of invariant 4) ----------------------------------------------

@@ -1,8 +1,11 @@
-"""The invariants (six of issue 4, three of issue 8) as checks returning what is violated.
+"""The invariants (six of issue 4, three of issue 8, two of issue 14) as checks returning what
+is violated.
 
-Each check reads the world as it is (Secrets Manager through moto, Cekura through the fake's
-test controls) and takes what the scenario did as `Evidence`. `verify` counts the checks and the
-violations in the test's `Ledger` and fails the test with every violation listed.
+Each check reads the world as it is (Secrets Manager as stored, through the strict AWS model's
+ground truth or the tests' own client; Cekura through the fake's test controls) and takes what the
+scenario did as `Evidence`. `verify` counts the checks and the violations in the test's `Ledger`
+and fails the test with every violation listed. The rotator's record is read with
+`cekura_rotator.ledger`, never re-spelt here.
 """
 
 from __future__ import annotations
@@ -10,18 +13,21 @@ from __future__ import annotations
 import json
 import re
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from cekura_rotator import ledger as record
+from cekura_rotator.key_names import TAG_CHARS
 from infra.local.fake_cekura import KEY_PREFIX, FakeCekura, KeyRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
     from tests.reliability.conftest import Ledger
+    from tests.strict_aws import Refusal, StrictAws
 
 CURRENT = "AWSCURRENT"
 PENDING = "AWSPENDING"
@@ -65,10 +71,22 @@ class Version:
     stages: tuple[str, ...]
     api_key: str | None
     key_id: int | None = None  # as the value states it (a person may store a key without)
+    project_id: int | None = None  # as the value states it
+    pruned: bool = False  # Secrets Manager deleted it (strict model, rule 2)
+
+    @property
+    def held(self) -> bool:
+        """Some label other than the rotator's own is on it: someone may read its key."""
+        return any(not record.is_rotator_label(s) for s in self.stages)
 
 
-def versions(sm: SecretsManagerClient, arn: str) -> list[Version]:
-    """Every version moto keeps, labelled or not, with the key it holds."""
+def versions(
+    sm: SecretsManagerClient, arn: str, *, truth: StrictAws | None = None
+) -> list[Version]:
+    """Every version kept, labelled or not, with the key it holds. With `truth` (the strict AWS
+    model), as stored: every value whatever KMS says, and the versions pruned since."""
+    if truth is not None:
+        return [_version(v.id, v.stages, v.value, pruned=v.pruned) for v in truth.versions(arn)]
     described = sm.describe_secret(SecretId=arn)["VersionIdsToStages"]
     found = []
     for version_id, stages in described.items():
@@ -76,8 +94,57 @@ def versions(sm: SecretsManagerClient, arn: str) -> list[Version]:
             raw = sm.get_secret_value(SecretId=arn, VersionId=version_id).get("SecretString")
         except ClientError:
             raw = None  # the AWSPENDING stub RotateSecret makes has no value yet
-        found.append(Version(version_id, tuple(stages), _api_key(raw), _key_id(raw)))
+        found.append(_version(version_id, tuple(stages), raw))
     return found
+
+
+def _version(
+    version_id: str, stages: tuple[str, ...], value: str | bytes | None, *, pruned: bool = False
+) -> Version:
+    raw = value.decode(errors="replace") if isinstance(value, bytes) else value
+    return Version(version_id, stages, _api_key(raw), _key_id(raw), _project_of(raw), pruned=pruned)
+
+
+def labels_of(all_versions: Iterable[Version]) -> dict[str, tuple[str, ...]]:
+    """The labels of the versions still kept."""
+    return {v.id: v.stages for v in all_versions if not v.pruned}
+
+
+def held_key_ids(fake: FakeCekura, all_versions: Iterable[Version]) -> set[int]:
+    """Keys a version holds under some label other than the rotator's own."""
+    return {
+        key_id
+        for v in all_versions
+        if v.api_key and v.held
+        for key_id in [fake.key_id(v.api_key)]
+        if key_id is not None
+    }
+
+
+def entry_key_ids(
+    fake: FakeCekura, all_versions: Iterable[Version], *, states: Iterable[record.State] = ()
+) -> dict[int, record.Entry]:
+    """The keys the rotator's record names (in `states`, or in any): by the id in the label, or
+    for an entry that names only its version, by that version's value."""
+    everything = list(all_versions)
+    values = {v.id: v.api_key for v in everything}
+    wanted = set(states) or set(record.State)
+    named: dict[int, record.Entry] = {}
+    for entry in record.entries(labels_of(everything)):
+        if entry.state not in wanted:
+            continue
+        key_id = entry.key_id
+        if key_id is None:
+            value = values.get(entry.version_id)
+            key_id = fake.key_id(value) if value else None
+        if key_id is not None:
+            named[key_id] = entry
+    return named
+
+
+def recorded_key_ids(fake: FakeCekura, all_versions: Iterable[Version]) -> set[int]:
+    """Keys the record names, in any state (owed, grace or manual)."""
+    return set(entry_key_ids(fake, all_versions))
 
 
 def _key_id(raw: str | None) -> int | None:
@@ -163,6 +230,19 @@ def strays(fake: FakeCekura, project_id: int, all_versions: Iterable[Version]) -
     return [k for k in rotator_keys(fake, project_id) if k.id not in held]
 
 
+def strays_of_secret(
+    fake: FakeCekura, stem: str, all_versions: Iterable[Version]
+) -> list[KeyRecord]:
+    """Live keys minted for this secret (their name starts with its stem), in any project, that
+    no version of the secret holds (pruned versions included)."""
+    held = {fake.key_id(v.api_key) for v in all_versions if v.api_key}
+    return [
+        k
+        for k in fake.live_keys()
+        if k.name.startswith(stem) and len(k.name) == len(stem) + TAG_CHARS and k.id not in held
+    ]
+
+
 def strays_accounted(found: list[KeyRecord], evidence: Evidence, log_text: str) -> list[str]:
     problems = []
     if len(found) > evidence.create_failures:
@@ -207,6 +287,18 @@ def key_material(texts: Iterable[str], secrets: Iterable[str]) -> list[str]:
 
 def grace_bound(fake: FakeCekura, project_id: int, evidence: Evidence) -> list[str]:
     live = [k.id for k in rotator_keys(fake, project_id) if k.id not in evidence.excused_key_ids]
+    if len(live) > 2:
+        return [f"5: {len(live)} rotator-made keys live under grace: {live}"]
+    return []
+
+
+def grace_bound_of_secret(fake: FakeCekura, stem: str, evidence: Evidence) -> list[str]:
+    """Invariant 5 for one secret, in whichever projects its keys were minted."""
+    live = [
+        k.id
+        for k in fake.live_keys()
+        if k.name.startswith(stem) and k.id not in evidence.excused_key_ids
+    ]
     if len(live) > 2:
         return [f"5: {len(live)} rotator-made keys live under grace: {live}"]
     return []
@@ -258,11 +350,7 @@ def current_was_accepted(
 
 # -- 8. Every revocation the policy owes is done, or recorded for the dashboard --------------
 
-MANUAL_PREFIX = "CEKURA_MANUAL_"
-
-
-def _labelled(version: Version) -> bool:
-    return any(not s.startswith("CEKURA_") for s in version.stages)
+MANUAL_PREFIX = record.MANUAL_PREFIX
 
 
 def debts_settled(
@@ -271,19 +359,20 @@ def debts_settled(
     *,
     deletion_allowed: bool,
     excused: set[int],
+    scope: set[int] | None = None,
 ) -> list[str]:
     """After the faults cleared and two more rotations: every live key that no labelled version
-    holds any more is deleted (deletion allowed), or recorded for manual deletion on a version
-    that holds it. (moto also keeps unlabelled copies of a value; a key is judged once.)"""
+    holds any more is deleted where the rotator could delete it (deletion allowed, the key in
+    its credential's `scope` of projects (None: every project), and known by id), and otherwise
+    recorded (owed, grace or manual). (A key several versions hold is judged once.)"""
     everything = list(all_versions)
-    held = {fake.key_id(v.api_key) for v in everything if v.api_key and _labelled(v)}
-    recorded = {
-        fake.key_id(v.api_key)
-        for v in everything
-        if v.api_key and any(s.startswith(MANUAL_PREFIX) for s in v.stages)
-    }
-    # A key no version names by id cannot be deleted by id: recording it is all there is to do.
+    held = held_key_ids(fake, everything)
+    recorded = recorded_key_ids(fake, everything)
+    # A key no version or record names by id cannot be deleted by id: recording it is all
+    # there is to do.
     named = {v.key_id for v in everything if v.key_id is not None}
+    named |= {e.key_id for e in record.entries(labels_of(everything)) if e.key_id is not None}
+    projects = {k.id: k.project for k in fake.all_keys()}
     owed = {
         key_id: version
         for version in everything
@@ -291,12 +380,23 @@ def debts_settled(
         for key_id in [fake.key_id(version.api_key)]
         if key_id is not None and key_id not in held and key_id not in excused
     }
-    return [
-        f"8: key {key_id} (version {version.id[:8]}) is owed a revocation and is "
-        + ("still live" if deletion_allowed else "not recorded for manual deletion")
-        for key_id, version in owed.items()
-        if key_id not in recorded or (deletion_allowed and key_id in named)
-    ]
+    problems = []
+    for key_id, version in owed.items():
+        deletable = (
+            deletion_allowed
+            and key_id in named
+            and (scope is None or projects.get(key_id) in scope)
+        )
+        if deletable:
+            problems.append(
+                f"8: key {key_id} (version {version.id[:8]}) is owed a revocation and is still live"
+            )
+        elif key_id not in recorded:
+            problems.append(
+                f"8: key {key_id} (version {version.id[:8]}) is owed a revocation and is not "
+                "recorded"
+            )
+    return problems
 
 
 # -- 9. No labelled version's key is ever revoked --------------------------------------------
@@ -308,12 +408,74 @@ def labelled_keys_live(
     problems = []
     for version in all_versions:
         key_id = fake.key_id(version.api_key) if version.api_key else None
-        if key_id is None or key_id in excused or not _labelled(version):
+        if key_id is None or key_id in excused or not version.held:
             continue
         if not fake.is_live(version.api_key or ""):
-            labels = [s for s in version.stages if not s.startswith("CEKURA_")]
+            labels = [s for s in version.stages if not record.is_rotator_label(s)]
             problems.append(f"9: key {key_id} held by {labels} was revoked")
     return problems
+
+
+# -- 10. No rotation is ever made impossible by the rotator's own labels -----------------------
+
+
+def _own_record(labels: Mapping[str, Iterable[str]]) -> set[str]:
+    """The rotator's labels that take room beyond the reserved ones (its record entries)."""
+    return record.rotator_labels(labels) - {record.UNTESTED}
+
+
+def rotator_leaves_room(labels: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """After a rotator step: when the secret's labels plus the reserved ones it lacks
+    (AWSPENDING, AWSPREVIOUS, CEKURA_UNTESTED) exceed 20, the rotator holds no label of its own
+    (CEKURA_UNTESTED, itself reserved, aside)."""
+    if record.spare_labels(labels) >= 0:
+        return []
+    own = sorted(_own_record(labels))
+    if not own:
+        return []
+    in_use = len(record.labels_in_use(labels))
+    return [
+        f"10: {in_use} labels leave no room for the reserved ones, yet the rotator holds "
+        f"{len(own)} of its own ({own[:3]}...)"
+    ]
+
+
+def no_refusal_for_rotator_labels(refusals: Iterable[Refusal]) -> list[str]:
+    """No RotateSecret or move of a reserved label was refused for the label quota while
+    removing the rotator's own labels would have made room. (A refusal that follows a change
+    of labels by someone else since the rotator's last call is theirs to answer for.)"""
+    problems = []
+    for refusal in refusals:
+        reserved = [label for label in refusal.labels if label in record.RESERVED]
+        if not reserved or (refusal.role == "observer" and refusal.actor_moved_labels):
+            continue
+        own = _own_record(refusal.before)
+        if not own:
+            continue
+        wanted = record.labels_in_use(refusal.before) | set(refusal.labels)
+        if len(wanted - own) <= record.MAX_LABELS:
+            problems.append(
+                f"10: {refusal.operation} could not attach {reserved} (label quota), and "
+                f"removing the rotator's {len(own)} label(s) would have made room"
+            )
+    return problems
+
+
+# -- 11. A record tells a person to delete only a key that no label holds ------------------
+
+
+def manual_only_unheld(fake: FakeCekura, all_versions: Iterable[Version]) -> list[str]:
+    """After a rotator step: no CEKURA_MANUAL_ entry names a key (by id, or by its version's
+    value) that a version with a label other than the rotator's holds."""
+    everything = list(all_versions)
+    held = held_key_ids(fake, everything)
+    manual = entry_key_ids(fake, everything, states=(record.State.MANUAL,))
+    return [
+        f"11: {entry.label} (version {entry.version_id[:8]}) tells a person to delete key "
+        f"{key_id}, which a labelled version holds"
+        for key_id, entry in manual.items()
+        if key_id in held
+    ]
 
 
 # -- bookkeeping ----------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 PROPERTY = "reliability"
+# How often each rule of the strict AWS model (tests/strict_aws.py) was met.
+RULES_PROPERTY = "strict-aws-rules"
 # The order of the summary line; the first four are the figures the issue asks for.
 FIGURES = (
     "scenarios",
@@ -30,6 +32,7 @@ FIGURES = (
 FULL_ENV = "RELIABILITY_FULL"
 
 _tally: Counter[str] = Counter()
+_rules: Counter[str] = Counter()
 _reports = 0
 
 
@@ -57,6 +60,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         if name == PROPERTY and isinstance(value, dict):
             _reports += 1
             _tally.update({k: int(v) for k, v in value.items() if k in FIGURES})
+        elif name == RULES_PROPERTY and isinstance(value, dict):
+            _rules.update({str(k): int(v) for k, v in value.items()})
 
 
 @pytest.hookimpl(trylast=True)
@@ -65,3 +70,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     figures = " ".join(f"{name}={_tally[name]}" for name in FIGURES)
     terminalreporter.write_line(f"reliability: {figures}")
+    from tests.strict_aws import RULES
+
+    met = " ".join(f"{name}={_rules[name]}" for name in RULES)
+    terminalreporter.write_line(f"strict AWS model, rules met: {met}")
