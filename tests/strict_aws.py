@@ -144,6 +144,7 @@ class StoredVersion:
 @dataclass
 class _Meta:
     created: float  # on the model's clock
+    order: int  # when first seen, among all versions (ties of `created` broken by it)
     kms_key: str
 
 
@@ -528,7 +529,7 @@ class StrictAws:
         key = self._key_of(secret)
         for version_id in secret.versions:
             if (secret.arn, version_id) not in self._meta:
-                self._meta[(secret.arn, version_id)] = _Meta(self._clock, key)
+                self._meta[(secret.arn, version_id)] = _Meta(self._clock, len(self._meta), key)
 
     @staticmethod
     def _labels_of(secret: Any) -> dict[str, tuple[str, ...]]:
@@ -615,15 +616,15 @@ class StrictAws:
         excess = len(secret.versions) - MAX_VERSIONS
         if excess <= 0:
             return
+        meta = {v: self._meta[(secret.arn, v)] for v in secret.versions}
         old = sorted(
             (
-                (self._meta[(secret.arn, v)].created, v)
+                (meta[v].created, meta[v].order, v)
                 for v, d in secret.versions.items()
-                if not d["version_stages"]
-                and self._clock - self._meta[(secret.arn, v)].created >= PRUNE_AGE_SECONDS
+                if not d["version_stages"] and self._clock - meta[v].created >= PRUNE_AGE_SECONDS
             ),
         )
-        for _, version_id in old[:excess]:
+        for _, _, version_id in old[:excess]:
             version = secret.versions.pop(version_id)
             self._pruned.setdefault(secret.arn, []).append(
                 StoredVersion(version_id, (), _value(version), pruned=True)
