@@ -436,9 +436,10 @@ class Rotator:
         is owed; otherwise it was current while this rotation ran: readers may hold it, so it
         gets a grace period (owed once the next rotation begins)."""
         previous = ctx.secret.version_with(PREVIOUS)
-        if previous in (None, ctx.token, ctx.secret.version_with(CURRENT)):
+        if previous is None or previous in (ctx.token, ctx.secret.version_with(CURRENT)):
             return versions
-        assert previous is not None
+        if any(e.version_id == previous for e in ledger.entries(versions)):
+            return versions
         return self._record(ctx, versions, previous, reader, State.GRACE)
 
     def _record(
@@ -504,10 +505,15 @@ class Rotator:
         ]
 
     def _versions_to_read(self, ctx: _Context) -> list[str]:
-        """The versions revocation will weigh: every labelled one (what it holds is kept), and
-        any entry that only its version's value names."""
-        wanted = [*ledger.held_versions(ctx.secret.versions)]
-        wanted += [e.version_id for e in ledger.entries(ctx.secret.versions) if e.key is None]
+        """The versions revocation will weigh: every one labelled after the move (what it holds
+        is kept), and any entry that only its version's value names."""
+        versions = ctx.secret.versions
+        if not ctx.already_current:
+            versions = _after_current_moved(
+                versions, to=ctx.token, old=ctx.secret.version_with(CURRENT)
+            )
+        wanted = [*ledger.held_versions(versions)]
+        wanted += [e.version_id for e in ledger.entries(versions) if e.key is None]
         return [v for v in dict.fromkeys(wanted) if v != ctx.token]
 
     def _reader(self, ctx: _Context) -> VersionReader:

@@ -329,6 +329,7 @@ class Revoker:
         labels = {v: tuple(s) for v, s in versions.items()}
         listed = self._list(who, sweep, deadline) if sweep is not None else None
         if not ledger.entries(labels) and not listed:
+            report.unrecorded += self.shed(arn, labels)
             report.left(labels)
             return report
         actions, found = self._decide(
@@ -346,6 +347,7 @@ class Revoker:
             )
         for key in found:
             self._delete_stray(key, who, deadline, report)
+        report.unrecorded += self.shed(arn, labels)
         report.left(labels)
         return report
 
