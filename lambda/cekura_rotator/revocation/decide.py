@@ -294,14 +294,15 @@ def strays(
         elif any(v in in_flight for v in minted_for):
             spared.append(f"key {key.id}: its rotation is in progress")
         elif (holder := _stray_holder(s, key, minted_for)) is not None:
-            spared.append(f"key {key.id}: {holder}")
+            if holder:  # (a key simply held by its version is no stray, and not worth a word)
+                spared.append(f"key {key.id}: {holder}")
         else:
             found.append(key)
     return found, spared
 
 
 def _stray_holder(s: Snapshot, key: Listed, minted_for: list[str]) -> str | None:
-    """A labelled version that holds, or may hold, a listed key."""
+    """Why a labelled version may hold a listed key ("" when it plainly does); None if none."""
     target = HeldKey(None, key.id)
     for version_id in held_versions(s.versions):
         known = s.keys.get(version_id)
@@ -309,7 +310,7 @@ def _stray_holder(s: Snapshot, key: Listed, minted_for: list[str]) -> str | None
         if same is False or _pending_stub(s, version_id, known):
             continue
         if same:
-            return f"held by {_public_labels(s, version_id)} on version {version_id}"
+            return ""
         # Unreadable or known only by value: it may be this key, unless it is older than every
         # version the key could have been minted for.
         if not all(_older(s, version_id, than=v) for v in minted_for):
