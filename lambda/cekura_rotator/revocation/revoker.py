@@ -332,15 +332,21 @@ class Revoker:
             report.unrecorded += self.shed(arn, labels)
             report.left(labels)
             return report
-        actions, found = self._decide(
-            arn, labels=labels, reader=reader, who=who, sweep=sweep, listed=listed
-        )
-        if found or any(a.do is Do.DELETE for a in actions):
-            # Decide again on the labels as they are now, before anything irreversible.
-            labels = {v: tuple(s) for v, s in self._store.describe(arn).versions.items()}
+        try:
             actions, found = self._decide(
                 arn, labels=labels, reader=reader, who=who, sweep=sweep, listed=listed
             )
+            if found or any(a.do is Do.DELETE for a in actions):
+                # Decide again on the labels as they are now, before anything irreversible.
+                labels = {v: tuple(s) for v, s in self._store.describe(arn).versions.items()}
+                actions, found = self._decide(
+                    arn, labels=labels, reader=reader, who=who, sweep=sweep, listed=listed
+                )
+        except SecretsStoreError as e:
+            # Without a fresh look nothing is deleted: the record keeps every debt for later.
+            logger.warning("Settling postponed: the secret cannot be read now", error_code=e.code)
+            report.left(labels)
+            return report
         for action in actions:
             self._carry_out(
                 arn, labels=labels, action=action, who=who, deadline=deadline, report=report
