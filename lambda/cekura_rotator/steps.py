@@ -103,7 +103,11 @@ class Rotator:
         self._cekura = cekura
         self._clock = clock
         self._sleep = sleep
-        self._revoker = Revoker(store=store, cekura=cekura, clock=clock)
+        # Its own pool: settling overlaps the key listing with the record's deletions while
+        # this step's pool runs settling itself.
+        self._revoker = Revoker(
+            store=store, cekura=cekura, clock=clock, calls=Calls(min(2, parallel_calls))
+        )
         self._calls = Calls(parallel_calls)
         self._steps: dict[Step, Callable[[_Context], str]] = {
             Step.CREATE: self._create,

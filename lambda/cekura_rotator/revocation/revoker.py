@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from cekura_rotator import ledger
@@ -34,6 +35,7 @@ from cekura_rotator.errors import (
 )
 from cekura_rotator.ledger import Entry, KeyRef, State
 from cekura_rotator.observability import count, logger
+from cekura_rotator.parallel import Calls
 from cekura_rotator.revocation.decide import (
     NO_VALUE,
     UNREADABLE,
@@ -122,6 +124,7 @@ class SettleReport:
     grace: int = 0
     manual: int = 0
     kept: list[str] = field(default_factory=list)
+    settled_ids: set[int] = field(default_factory=set)  # keys this run deleted or found gone
 
     def left(self, versions: Mapping[str, tuple[str, ...]]) -> None:
         entries = ledger.entries(versions)
@@ -195,10 +198,12 @@ class Revoker:
         store: SecretsStore,
         cekura: CekuraClient,
         clock: Callable[[], float] = time.monotonic,
+        calls: Calls | None = None,
     ):
         self._store = store
         self._cekura = cekura
         self._clock = clock
+        self._calls = calls or Calls()
         self._delete_refused_until: dict[str, float] = {}
         self._list_refused_until: dict[str, float] = {}
 
@@ -327,46 +332,112 @@ class Revoker:
         reader = reader or VersionReader(self._store, arn)
         report = SettleReport()
         labels = {v: tuple(s) for v, s in versions.items()}
-        listed = self._list(who, sweep, deadline) if sweep is not None else None
-        if not ledger.entries(labels) and not listed:
-            report.unrecorded += self.shed(arn, labels)
-            report.left(labels)
-            return report
-        try:
-            actions, found = self._decide(
-                arn, labels=labels, reader=reader, who=who, sweep=sweep, listed=listed
-            )
-            if found or any(a.do is Do.DELETE for a in actions):
-                # Decide again on the labels as they are now, before anything irreversible.
-                labels = {v: tuple(s) for v, s in self._store.describe(arn).versions.items()}
-                actions, found = self._decide(
-                    arn, labels=labels, reader=reader, who=who, sweep=sweep, listed=listed
-                )
-        except SecretsStoreError as e:
-            # Without a fresh look nothing is deleted: the record keeps every debt for later.
-            logger.warning("Settling postponed: the secret cannot be read now", error_code=e.code)
-            report.left(labels)
-            return report
-        for action in actions:
-            self._carry_out(
-                arn, labels=labels, action=action, who=who, deadline=deadline, report=report
-            )
-        for key in found:
-            self._delete_stray(key, who, deadline, report)
+        # The listing and the record's settling are independent: side by side.
+        listed, labels = self._calls.pair(
+            partial(self._list, who, sweep, deadline),
+            partial(self._settle_record, arn, labels, reader, who, deadline, report),
+        )
+        if listed and sweep is not None:
+            self._sweep(arn, labels, listed, reader, who, sweep, deadline, report)
         report.unrecorded += self.shed(arn, labels)
         report.left(labels)
         return report
 
-    def _decide(
+    def _settle_record(  # noqa: PLR0917  (the parts of one settling, passed along)
         self,
         arn: str,
+        labels: dict[str, tuple[str, ...]],
+        reader: VersionReader,
+        who: RevocationCredential,
+        deadline: float | None,
+        report: SettleReport,
+    ) -> dict[str, tuple[str, ...]]:
+        """Carry out the decision for every entry; return the labels after."""
+        if not ledger.entries(labels):
+            return labels
+        try:
+            actions = plan(self._snapshot(arn, labels, reader, who)[0])
+            if any(a.do is Do.DELETE for a in actions):
+                # Decide again on the labels as they are now, before anything irreversible.
+                labels = self._labels_now(arn)
+                actions = plan(self._snapshot(arn, labels, reader, who)[0])
+        except SecretsStoreError as e:
+            # Without a fresh look nothing is deleted: the record keeps every debt for later.
+            logger.warning("Settling postponed: the secret cannot be read now", error_code=e.code)
+            return labels
+        for action in actions:
+            self._carry_out(
+                arn, labels=labels, action=action, who=who, deadline=deadline, report=report
+            )
+        return labels
+
+    def _sweep(  # noqa: PLR0917  (the parts of one settling, passed along)
+        self,
+        arn: str,
+        labels: dict[str, tuple[str, ...]],
+        listed: list[Listed],
+        reader: VersionReader,
+        who: RevocationCredential,
+        sweep: SweepScope,
+        deadline: float | None,
+        report: SettleReport,
+    ) -> None:
+        """Delete the listed keys that are strays, after one more look at the labels: the
+        listing may show the key of a rotation that began after the labels were read."""
+        try:
+            found = self._strays(arn, labels, listed, reader, who, sweep, report, log=False)
+            if found:
+                found = self._strays(
+                    arn, self._labels_now(arn), listed, reader, who, sweep, report, log=True
+                )
+        except SecretsStoreError as e:
+            logger.warning(
+                "Stray sweep postponed: the secret cannot be read now", error_code=e.code
+            )
+            return
+        for key in found:
+            self._delete_stray(key, who, deadline, report)
+
+    def _strays(  # noqa: PLR0917  (the parts of one settling, passed along)
+        self,
+        arn: str,
+        labels: Mapping[str, tuple[str, ...]],
+        listed: list[Listed],
+        reader: VersionReader,
+        who: RevocationCredential,
+        sweep: SweepScope,
+        report: SettleReport,
         *,
+        log: bool,
+    ) -> list[Listed]:
+        snapshot, all_versions = self._snapshot(arn, labels, reader, who)
+        # Keys the record names, and those this run settled, are the record's business.
+        recorded = {e.key_id for e in ledger.entries(labels) if e.key_id} | report.settled_ids
+        pick = partial(
+            strays, snapshot, listed, stem=sweep.stem, project=sweep.project, recorded=recorded
+        )
+        found, spared = pick(all_versions=all_versions)
+        if any("not visible" in why for why in spared) and not all_versions:
+            # DescribeSecret omits versions without labels: list every version once.
+            found, spared = pick(
+                all_versions=[v.version_id for v in self._store.list_versions(arn)]
+            )
+        if log:
+            for why in spared:
+                logger.info("Possible stray kept", reason=why)
+        return found
+
+    def _labels_now(self, arn: str) -> dict[str, tuple[str, ...]]:
+        return {v: tuple(s) for v, s in self._store.describe(arn).versions.items()}
+
+    def _snapshot(
+        self,
+        arn: str,
         labels: Mapping[str, tuple[str, ...]],
         reader: VersionReader,
         who: RevocationCredential,
-        sweep: SweepScope | None,
-        listed: list[Listed] | None,
-    ) -> tuple[list[Action], list[Listed]]:
+    ) -> tuple[Snapshot, list[str]]:
+        """What `decide` needs, read as far as needed; and every version id when listed."""
         scope = None
         if who.credential is not None:
             scope = Scope(
@@ -374,8 +445,8 @@ class Revoker:
             )
         created: dict[str, datetime] | None = None
         all_versions: list[str] = []
-        snapshot = Snapshot(labels, reader.known, created, scope)
-        for _ in range(2):  # reading may reveal that creation dates are needed
+        snapshot = Snapshot(labels, dict(reader.known), created, scope)
+        for _ in range(2):  # what is read may show that creation dates are needed
             wanted = needs(snapshot)
             for version_id in wanted.versions:
                 reader.get(version_id)
@@ -384,24 +455,7 @@ class Revoker:
                 created = {v.version_id: v.created for v in listing if v.created}
                 all_versions = [v.version_id for v in listing]
             snapshot = Snapshot(labels, dict(reader.known), created, scope)
-        actions = plan(snapshot)
-        found: list[Listed] = []
-        if listed and sweep is not None:
-            recorded = [a.key_id for a in actions if a.key_id is not None]
-            found, spared = strays(
-                snapshot, listed, stem=sweep.stem, project=sweep.project, recorded=recorded,
-                all_versions=all_versions,
-            )  # fmt: skip
-            if any("not visible" in why for why in spared) and not all_versions:
-                # Deprecated versions are not described: list every version once, then decide.
-                all_versions = [v.version_id for v in self._store.list_versions(arn)]
-                found, spared = strays(
-                    snapshot, listed, stem=sweep.stem, project=sweep.project, recorded=recorded,
-                    all_versions=all_versions,
-                )  # fmt: skip
-            for why in spared:
-                logger.info("Possible stray kept", reason=why)
-        return actions, found
+        return snapshot, all_versions
 
     def _carry_out(
         self,
@@ -432,6 +486,7 @@ class Revoker:
             )
             if outcome in {Outcome.DELETED, Outcome.ABSENT}:
                 report.deleted += 1
+                report.settled_ids.add(action.key_id)
             action = after_delete(action, outcome)
             fields["reason"] = action.reason
         if action.do is Do.CLEAR:
