@@ -44,6 +44,15 @@ class SecretDescription:
         return self.versions.get(version_id, ())
 
 
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """One version as ListSecretVersionIds lists it (deprecated ones included)."""
+
+    version_id: str
+    stages: tuple[str, ...]
+    created: datetime | None
+
+
 # The first botocore whose PutSecretValue sends RotationToken, which a rotation's writes need.
 MIN_BOTOCORE = "1.34.125"
 
@@ -129,6 +138,27 @@ class SecretsStore:
         if from_version is not None:
             kwargs["RemoveFromVersionId"] = from_version
         aws_call("UpdateSecretVersionStage", self._client.update_secret_version_stage, **kwargs)
+
+    def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        """Every version with its labels and creation date, deprecated ones too (DescribeSecret
+        names only labelled versions, and no dates)."""
+        found: list[VersionInfo] = []
+        kwargs: dict[str, Any] = {
+            "SecretId": secret_id,
+            "IncludeDeprecated": True,
+            "MaxResults": 100,
+        }
+        while True:
+            page = aws_call("ListSecretVersionIds", self._client.list_secret_version_ids, **kwargs)
+            found += [
+                VersionInfo(
+                    str(v["VersionId"]), tuple(v.get("VersionStages", ())), v.get("CreatedDate")
+                )
+                for v in page.get("Versions", [])
+            ]
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
 
 
 def aws_call(operation: str, method: Any, **kwargs: Any) -> Any:
