@@ -49,6 +49,11 @@ does not have, or has the wrong way round. Each rule names the AWS documentation
    calls `rotation_finished`, and the model picks one (`pending_after_finish`). (Rotation function
    docs; aws-samples rotation-lambdas issue #168, PR #145.)
 10. RotateSecret sends the ARN as SecretId: `infra/local/lambda_bridge.py` already does that.
+11. `deprecated-hidden`: DescribeSecret lists in VersionIdsToStages only the versions that have
+   labels (the others are deprecated); ListSecretVersionIds lists those only with
+   IncludeDeprecated, and dates each version when it was written (on the model's clock). moto
+   lists every version everywhere and dates them all "now". (DescribeSecret and
+   ListSecretVersionIds API references.)
 
 Roles. A client attached as `rotator` meets every rule. A client attached as `observer` (the
 tests' own client, which the actors write with) meets the write rules, but reads ground truth:
@@ -71,6 +76,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.awsrequest import AWSResponse
@@ -109,6 +115,7 @@ RULES = (
     "throttled",
     "pending-removed",
     "pending-kept",
+    "deprecated-hidden",
 )
 
 _PARAMS = "strict_aws.params"
@@ -143,7 +150,7 @@ class StoredVersion:
 
 @dataclass
 class _Meta:
-    created: float  # on the model's clock
+    created: float  # epoch seconds on the model's clock (`StrictAws.now`)
     order: int  # when first seen, among all versions (ties of `created` broken by it)
     kms_key: str
 
@@ -173,7 +180,7 @@ class StrictAws:
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
         self._rng = random.Random(self.seed)
-        self._clock = 0.0
+        self._clock = 0.0  # how far the model's clock is ahead of the real one
         self._meta: dict[tuple[str, str], _Meta] = {}
         self._keys: dict[str, str] = {}  # arn -> the secret's KMS key now
         self._lagging: dict[tuple[str, str], int] = {}
@@ -196,8 +203,8 @@ class StrictAws:
         )
         events.register_last(
             "after-call.secrets-manager",
-            lambda model, http_response, context, **_: self._after(
-                str(model.name), context, http_response, role
+            lambda model, http_response, parsed, context, **_: self._after(
+                str(model.name), context, http_response, parsed, role
             ),
         )
         if role == "observer" and self._observer is None:
@@ -241,9 +248,13 @@ class StrictAws:
     # -- actors and Secrets Manager's own acts ---------------------------------------------
 
     def age(self, hours: float) -> None:
-        """Time passes for version ages (rule 2)."""
+        """Time passes for version ages (rules 2 and 11)."""
         with self._lock:
             self._clock += hours * 3600.0
+
+    def now(self) -> float:
+        """The model's clock: real time, plus the hours `age` let pass."""
+        return time.time() + self._clock
 
     def change_kms_key(self, secret_id: str, key_id: str | None = None) -> str:
         """A person points the secret at another KMS key (UpdateSecret with KmsKeyId, through the
@@ -272,6 +283,35 @@ class StrictAws:
             stages.remove(PENDING)
             self.counts["pending-removed"] += 1
             return "removed"
+
+    def reseed(self, seed: int) -> None:
+        """Start the model's random choices (throttling, AWSPENDING after finish) afresh."""
+        with self._lock:
+            self.seed = seed
+            self._rng.seed(seed)
+
+    def add_history(self, secret_id: str, count: int, *, hours_ago: float = 25.0) -> list[str]:
+        """Versions the secret accumulated before the test: `count` unlabelled copies of
+        AWSCURRENT's value, written `hours_ago` (a year of rotations and edits, say)."""
+        with self._lock:
+            secret = self._secret(secret_id)
+            current = _holder(self._labels_of(secret), CURRENT)
+            value = dict(secret.versions[current])
+            made = []
+            for _ in range(count):
+                version_id = str(uuid.uuid4())
+                secret.versions[version_id] = {
+                    **value,
+                    "version_id": version_id,
+                    "version_stages": [],
+                }
+                made.append(version_id)
+            for version_id in made:
+                self._meta[(secret.arn, version_id)] = _Meta(
+                    self.now() - hours_ago * 3600.0, len(self._meta), self._key_of(secret)
+                )
+            self._sync(secret)
+            return made
 
     def count_lost_answer(self) -> None:
         """A write carried out whose answer was lost (injected by the harness)."""
@@ -324,9 +364,17 @@ class StrictAws:
             handler = _RULES_BY_OPERATION.get(operation)
             return handler(self, secret, params, role) if handler else None
 
-    def _after(self, operation: str, context: dict[str, Any], http: Any, role: Role) -> None:
+    def _after(
+        self, operation: str, context: dict[str, Any], http: Any, parsed: Any, role: Role
+    ) -> None:
         params: Mapping[str, Any] = context.get(_PARAMS, {})
         ok = getattr(http, "status_code", 500) < 300
+        if ok and operation == "DescribeSecret" and role == "rotator" and not self._suspended:
+            listed = parsed.get("VersionIdsToStages") or {}
+            labelled = {v: stages for v, stages in listed.items() if stages}
+            if len(labelled) < len(listed):
+                self.counts["deprecated-hidden"] += 1
+                parsed["VersionIdsToStages"] = labelled
         if ok and operation in {"RotateSecret", "UpdateSecret"}:
             with self._lock:
                 secret = self._secret(str(params.get("SecretId", "")))
@@ -374,7 +422,36 @@ class StrictAws:
             )
         return None
 
-    # DescribeSecret and ListSecretVersionIds answer even for a secret marked for deletion.
+    # DescribeSecret answers even for a secret marked for deletion (moto; rule 11 after it).
+
+    # ListSecretVersionIds (rule 11): labelled versions, or all with IncludeDeprecated, dated.
+    def _list_versions(self, secret: Any, params: Mapping[str, Any], role: Role) -> Any:
+        include = bool(params.get("IncludeDeprecated"))
+        found = sorted(
+            (self._meta[(secret.arn, v)].order, v, list(d["version_stages"]))
+            for v, d in secret.versions.items()
+        )
+        listed = [(v, stages) for _, v, stages in found if include or stages]
+        if len(listed) < len(found):
+            self.counts["deprecated-hidden"] += 1
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults") or 100)
+        page = listed[start : start + size]
+        answer: dict[str, Any] = {
+            "ARN": secret.arn,
+            "Name": secret.name,
+            "Versions": [
+                {
+                    "VersionId": v,
+                    "VersionStages": stages,
+                    "CreatedDate": datetime.fromtimestamp(self._meta[(secret.arn, v)].created, UTC),
+                }
+                for v, stages in page
+            ],
+        }
+        if start + size < len(listed):
+            answer["NextToken"] = str(start + size)
+        return _answer(**answer)
 
     # PutSecretValue (rules 1, 2, 5, 6, 7, 8)
     def _put(self, secret: Any, params: Mapping[str, Any], role: Role) -> Any:
@@ -529,7 +606,7 @@ class StrictAws:
         key = self._key_of(secret)
         for version_id in secret.versions:
             if (secret.arn, version_id) not in self._meta:
-                self._meta[(secret.arn, version_id)] = _Meta(self._clock, len(self._meta), key)
+                self._meta[(secret.arn, version_id)] = _Meta(self.now(), len(self._meta), key)
 
     @staticmethod
     def _labels_of(secret: Any) -> dict[str, tuple[str, ...]]:
@@ -621,7 +698,7 @@ class StrictAws:
             (
                 (meta[v].created, meta[v].order, v)
                 for v, d in secret.versions.items()
-                if not d["version_stages"] and self._clock - meta[v].created >= PRUNE_AGE_SECONDS
+                if not d["version_stages"] and self.now() - meta[v].created >= PRUNE_AGE_SECONDS
             ),
         )
         for _, _, version_id in old[:excess]:
@@ -638,6 +715,7 @@ _RULES_BY_OPERATION: dict[str, Callable[[StrictAws, Any, Mapping[str, Any], Role
     "UpdateSecretVersionStage": StrictAws._move_stage,
     "RotateSecret": StrictAws._rotate,
     "UpdateSecret": StrictAws._update,
+    "ListSecretVersionIds": StrictAws._list_versions,
 }
 
 

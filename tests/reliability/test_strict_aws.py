@@ -454,3 +454,30 @@ def test_ground_truth_is_the_stored_value(aws: Clients) -> None:
     # Then the model's versions carry the values as stored, with their labels
     current = next(v for v in aws.model.versions(aws.arn) if "AWSCURRENT" in v.stages)
     assert json.loads(str(current.value)) == {"api_key": "k"}
+
+
+# -- 11. deprecated versions: not described, listed only when asked, with their dates ----------
+
+
+def test_unlabelled_versions_are_deprecated_and_dated(aws: Clients) -> None:
+    # Given a version that lost its last label, an hour before two newer ones were written
+    old = str(aws.holder("AWSCURRENT"))
+    aws.put("v1")
+    aws.put("v2")  # `old` is neither AWSCURRENT nor AWSPREVIOUS now
+    aws.model.age(hours=1)
+    newest = aws.put("v3")
+    # When the rotator describes the secret, and lists its versions with and without deprecated
+    described = aws.rotator.describe_secret(SecretId=aws.arn)["VersionIdsToStages"]
+    labelled = aws.rotator.list_secret_version_ids(SecretId=aws.arn)["Versions"]
+    everything = aws.rotator.list_secret_version_ids(SecretId=aws.arn, IncludeDeprecated=True)[
+        "Versions"
+    ]
+    # Then only labelled versions are described or listed by default, every one with
+    # IncludeDeprecated, and the dates say which was written first
+    assert old not in described
+    assert old not in {v["VersionId"] for v in labelled}
+    dates = {v["VersionId"]: v["CreatedDate"] for v in everything}
+    assert set(dates) == set(aws.labels())
+    assert (dates[newest] - dates[old]).total_seconds() >= 3600
+    # ... and the tests' own client still sees every version
+    assert old in aws.person.describe_secret(SecretId=aws.arn)["VersionIdsToStages"]
