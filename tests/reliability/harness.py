@@ -59,7 +59,7 @@ from infra.local.stack import (
 )
 from tests.reliability import invariants
 from tests.reliability.invariants import Evidence
-from tests.strict_aws import CURRENT, StrictAws
+from tests.strict_aws import CURRENT, PENDING, PREVIOUS, StrictAws
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -97,9 +97,29 @@ AWS_ERRORS: dict[str, tuple[str, str, int]] = {
 }
 
 
+def _is_record(label: object) -> bool:
+    return isinstance(label, str) and ledger.parse_label(label) is not None
+
+
+# What a Secrets Manager call does, told from its parameters: faults are aimed at these, never at
+# a call's position among the others (which a change of the rotator would silently move).
+CALLS: dict[str, Callable[[Mapping[str, Any]], bool]] = {
+    "read-current": lambda p: p.get("VersionStage") == CURRENT and not p.get("VersionId"),
+    "read-pending": lambda p: p.get("VersionStage") == PENDING,
+    "read-by-id": lambda p: bool(p.get("VersionId")) and p.get("VersionStage") != PENDING,
+    "move-current": lambda p: p.get("VersionStage") == CURRENT and bool(p.get("MoveToVersionId")),
+    "remove-pending": lambda p: p.get("VersionStage") == PENDING and not p.get("MoveToVersionId"),
+    "remove-previous": lambda p: p.get("VersionStage") == PREVIOUS and not p.get("MoveToVersionId"),
+    "record": lambda p: _is_record(p.get("VersionStage")) and bool(p.get("MoveToVersionId")),
+    "clear-record": lambda p: _is_record(p.get("VersionStage")) and not p.get("MoveToVersionId"),
+    "mark-untested": lambda p: p.get("VersionStage") == ledger.UNTESTED,
+}
+
+
 @dataclass
 class AwsFault:
-    """The `skip`+1-th next call of `operation` fails with `error`, or the Lambda dies there.
+    """The `skip`+1-th next call of `operation` (that does `what`, one of `CALLS`) fails with
+    `error`, or the Lambda dies there.
 
     `after=True` lets the call succeed, then kills the Lambda as it returns or, with an
     `error`, makes the caller see that error although the call was carried out (an answer lost
@@ -112,16 +132,22 @@ class AwsFault:
     skip: int = 0
     after: bool = False
     secret_id: str | None = None
+    what: str | None = None
 
     def describe(self) -> str:
         what = self.error or ("crash after" if self.after else "crash before")
         if self.error and self.after:
             what = f"{self.error} after the write"
         on = f"[{self.secret_id}]" if self.secret_id else ""
-        return f"{self.operation}{on}#{self.skip + 1}:{what}"
+        doing = f"({self.what})" if self.what else ""
+        return f"{self.operation}{doing}{on}#{self.skip + 1}:{what}"
 
-    def matches(self, operation: str, secret_id: str | None) -> bool:
-        return self.operation == operation and self.secret_id in (None, secret_id)
+    def matches(self, operation: str, secret_id: str | None, params: Mapping[str, Any]) -> bool:
+        return (
+            self.operation == operation
+            and self.secret_id in (None, secret_id)
+            and (self.what is None or CALLS[self.what](params))
+        )
 
 
 class AwsFaults:
@@ -135,6 +161,7 @@ class AwsFaults:
         self._after_call: list[tuple[str, str | None]] = []  # (operation, error or a kill)
         self._lost_answer = lost_answer
         self.fired: list[str] = []
+        client.meta.events.register("before-parameter-build.secrets-manager", _keep_params)
         client.meta.events.register("before-call.secrets-manager", self._before)
         client.meta.events.register("after-call.secrets-manager", self._after)
 
@@ -145,10 +172,11 @@ class AwsFaults:
         self._armed.clear()
         self._after_call.clear()
 
-    def _before(self, model: Any, params: Any = None, **_: Any) -> None:
+    def _before(self, model: Any, params: Any = None, context: Any = None, **_: Any) -> None:
         operation = str(model.name)
         secret_id = _secret_id(params)
-        fault = next((f for f in self._armed if f.matches(operation, secret_id)), None)
+        api: Mapping[str, Any] = (context or {}).get(_FAULT_PARAMS, {})
+        fault = next((f for f in self._armed if f.matches(operation, secret_id, api)), None)
         if fault is None:
             return
         if fault.skip:
@@ -163,7 +191,7 @@ class AwsFaults:
             raise LambdaDied(f"killed as {operation} began")
         raise _client_error(operation, *AWS_ERRORS[fault.error])
 
-    def _after(self, model: Any, **_: Any) -> None:
+    def _after(self, model: Any, http_response: Any = None, **_: Any) -> None:
         operation = str(model.name)
         pending = next((p for p in self._after_call if p[0] == operation), None)
         if pending is None:
@@ -173,6 +201,13 @@ class AwsFaults:
             raise LambdaDied(f"killed as {operation} returned")
         self._lost_answer()
         raise _client_error(operation, *AWS_ERRORS[pending[1]])
+
+
+_FAULT_PARAMS = "aws_faults.params"
+
+
+def _keep_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    context[_FAULT_PARAMS] = dict(params)
 
 
 def _secret_id(request: Any) -> str | None:
@@ -612,6 +647,8 @@ class Harness:
                 self.evidence.output(handler.lambda_handler(event, FakeLambdaContext()))
             else:
                 self.evidence.output(self.rotator.run(RotationRequest(step, self.arn, token)))
+        except invariants.InvariantViolation:
+            raise  # found by a check an actor's nested step ran: not a failure of this step
         except (Exception, LambdaDied) as e:  # a failed step, as Secrets Manager records it
             error = e
             self.evidence.output(e)

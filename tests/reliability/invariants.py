@@ -481,6 +481,10 @@ def manual_only_unheld(fake: FakeCekura, all_versions: Iterable[Version]) -> lis
 # -- bookkeeping ----------------------------------------------------------------------------
 
 
+class InvariantViolation(AssertionError):
+    """Raised by `verify`: never taken for a failed step, wherever it is raised from."""
+
+
 def verify(ledger: Ledger, *checks: Callable[[], list[str]]) -> None:
     """Run the checks, count them and their violations, and fail listing every violation."""
     problems: list[str] = []
@@ -488,4 +492,5 @@ def verify(ledger: Ledger, *checks: Callable[[], list[str]]) -> None:
         ledger.invariant_checks += 1
         problems += check()
     ledger.invariant_violations += len(problems)
-    assert not problems, "invariants violated:\n" + "\n".join(problems)
+    if problems:
+        raise InvariantViolation("invariants violated:\n" + "\n".join(problems))

@@ -64,33 +64,31 @@ class Case:
 
 # -- Secrets Manager: each call of each step x each error ----------------------------------
 
-# (step, operation, how many earlier calls of it in the step pass, what that call does, the
-# policies in which the call is made there). finishSecret under `off` records nothing, so its
-# label writes start with the move.
+# (step, operation, what the call does (harness.CALLS; None: the operation's first call in the
+# step), the point's name, the policies in which the call is made there). Debts are recorded as a
+# rotation begins (createSecret), so finishSecret's first label write is the move.
 _REVOKING = ("grace", "immediate")
 _ALL = ("grace", "immediate", "off")
-AWS_POINTS: tuple[tuple[Step, str, int, str, tuple[str, ...]], ...] = (
-    (Step.CREATE, "DescribeSecret", 0, "guard", _ALL),
-    (Step.CREATE, "GetSecretValue", 0, "is-pending-stored", _ALL),
-    (Step.CREATE, "GetSecretValue", 1, "read-current", _ALL),
-    (Step.CREATE, "PutSecretValue", 0, "store-pending", _ALL),
-    (Step.SET, "DescribeSecret", 0, "guard", _ALL),
-    (Step.TEST, "DescribeSecret", 0, "guard", _ALL),
-    (Step.TEST, "GetSecretValue", 0, "read-pending", _ALL),
-    (Step.FINISH, "DescribeSecret", 0, "guard", _ALL),
-    (Step.FINISH, "GetSecretValue", 0, "read-pending", _ALL),
-    (Step.FINISH, "GetSecretValue", 1, "read-version-to-revoke", _REVOKING),
-    (Step.FINISH, "UpdateSecretVersionStage", 0, "record-owed", _REVOKING),
-    (Step.FINISH, "UpdateSecretVersionStage", 1, "move-current", _REVOKING),
-    (Step.FINISH, "UpdateSecretVersionStage", 2, "remove-pending", _REVOKING),
-    (Step.FINISH, "UpdateSecretVersionStage", 3, "remove-previous", ("immediate",)),
-    (Step.FINISH, "UpdateSecretVersionStage", 3, "clear-record", ("grace",)),
-    (Step.FINISH, "UpdateSecretVersionStage", 4, "clear-record", ("immediate",)),
-    (Step.FINISH, "UpdateSecretVersionStage", 0, "move-current", ("off",)),
-    (Step.FINISH, "UpdateSecretVersionStage", 1, "remove-pending", ("off",)),
+AWS_POINTS: tuple[tuple[Step, str, str | None, str, tuple[str, ...]], ...] = (
+    (Step.CREATE, "DescribeSecret", None, "guard", _ALL),
+    (Step.CREATE, "GetSecretValue", "read-pending", "is-pending-stored", _ALL),
+    (Step.CREATE, "GetSecretValue", "read-current", "read-current", _ALL),
+    (Step.CREATE, "GetSecretValue", "read-by-id", "read-version-to-owe", _REVOKING),
+    (Step.CREATE, "UpdateSecretVersionStage", "record", "record-owed", _REVOKING),
+    (Step.CREATE, "PutSecretValue", None, "store-pending", _ALL),
+    (Step.SET, "DescribeSecret", None, "guard", _ALL),
+    (Step.TEST, "DescribeSecret", None, "guard", _ALL),
+    (Step.TEST, "GetSecretValue", "read-pending", "read-pending", _ALL),
+    (Step.FINISH, "DescribeSecret", None, "guard", _ALL),
+    (Step.FINISH, "GetSecretValue", "read-pending", "read-pending", _ALL),
+    (Step.FINISH, "GetSecretValue", "read-by-id", "read-version-to-revoke", _REVOKING),
+    (Step.FINISH, "UpdateSecretVersionStage", "move-current", "move-current", _ALL),
+    (Step.FINISH, "UpdateSecretVersionStage", "remove-pending", "remove-pending", _ALL),
+    (Step.FINISH, "UpdateSecretVersionStage", "remove-previous", "remove-previous", ("immediate",)),
+    (Step.FINISH, "UpdateSecretVersionStage", "clear-record", "clear-record", _REVOKING),
 )
 # Revocation's own calls never fail the step: what they could not do stays owed.
-_NEVER_FAILS = {"read-version-to-revoke", "clear-record"}
+_NEVER_FAILS = {"read-version-to-owe", "read-version-to-revoke", "clear-record"}
 
 
 def _aws_expect(step: Step, what: str, error: str) -> type[BaseException] | None:
@@ -110,8 +108,8 @@ def _aws_expect(step: Step, what: str, error: str) -> type[BaseException] | None
     return SecretsStoreError
 
 
-def _aws_arm(operation: str, skip: int, error: str) -> Arm:
-    return lambda h: h.rig.aws.arm(AwsFault(operation, error, skip=skip))
+def _aws_arm(operation: str, what: str | None, error: str) -> Arm:
+    return lambda h: h.rig.aws.arm(AwsFault(operation, error, what=what))
 
 
 def aws_cases(policies: Iterable[str], modes: Iterable[Mode]) -> list[Case]:
@@ -119,7 +117,7 @@ def aws_cases(policies: Iterable[str], modes: Iterable[Mode]) -> list[Case]:
         Case(
             id=f"aws-{mode}-{policy}-{step}-{what}-{error}",
             step=step,
-            arm=_aws_arm(operation, skip, error),
+            arm=_aws_arm(operation, what_call, error),
             expect=_aws_expect(step, what, error),
             policy=policy,
             mode=mode,
@@ -128,7 +126,7 @@ def aws_cases(policies: Iterable[str], modes: Iterable[Mode]) -> list[Case]:
         )
         for policy in policies
         for mode in modes
-        for step, operation, skip, what, where in AWS_POINTS
+        for step, operation, what_call, what, where in AWS_POINTS
         for error in AWS_ERRORS
         # Where Cekura refuses deletion no record is cleared: the debt becomes manual at once.
         if policy in where and not (what == "clear-record" and mode == "spec")
@@ -316,33 +314,32 @@ def test_fault_then_retries(case: Case, rig: Rig, ledger: Ledger) -> None:
 
 # Writes whose answer is lost after they were carried out (AWS reports a failure it did not have).
 LOST_WRITES = [
-    pytest.param(operation, skip, error, policy, id=f"{operation}#{skip + 1}-{error}-{policy}")
-    for operation, skip, policies in (
-        ("PutSecretValue", 0, ("grace",)),
-        ("UpdateSecretVersionStage", 0, ("grace", "immediate")),  # the owed record
-        ("UpdateSecretVersionStage", 1, ("grace", "immediate")),  # AWSCURRENT
-        ("UpdateSecretVersionStage", 2, ("grace",)),  # AWSPENDING off
+    pytest.param(step, operation, what, error, policy, id=f"{what}-{error}-{policy}")
+    for step, operation, what, policies in (
+        (Step.CREATE, "PutSecretValue", None, ("grace",)),
+        (Step.CREATE, "UpdateSecretVersionStage", "record", ("grace", "immediate")),
+        (Step.FINISH, "UpdateSecretVersionStage", "move-current", ("grace", "immediate")),
+        (Step.FINISH, "UpdateSecretVersionStage", "remove-pending", ("grace",)),
     )
     for policy in policies
     for error in ("internal-error", "throttling")
 ]
 
 
-@pytest.mark.parametrize(("operation", "skip", "error", "policy"), LOST_WRITES)
+@pytest.mark.parametrize(("step", "operation", "what", "error", "policy"), LOST_WRITES)
 def test_a_write_reported_failed_after_it_happened(
-    operation: str, skip: int, error: str, policy: str, rig: Rig, ledger: Ledger
+    step: Step, operation: str, what: str | None, error: str, policy: str, rig: Rig, ledger: Ledger
 ) -> None:
     # Given a secret rotated twice, and Cekura letting API keys delete
     h = rig.harness(policy=policy, mode="permissive")
     h.rotate()
     h.rotate()
     token = h.start_rotation()
-    step = Step.CREATE if operation == "PutSecretValue" else Step.FINISH
 
     # When the write is carried out but reported failed, and Secrets Manager retries
     def arm(at: Step, attempt: int) -> None:
         if at is step and attempt == 0:
-            rig.aws.arm(AwsFault(operation, error, skip=skip, after=True))
+            rig.aws.arm(AwsFault(operation, error, what=what, after=True))
 
     completed = h.drive(token, arm=arm)
     ledger.scenarios += 1
@@ -352,7 +349,7 @@ def test_a_write_reported_failed_after_it_happened(
     assert completed, h.failures()
     # (createSecret reads its version back and finds its value stored: no step fails at all)
     failed = [a.step for a in h.attempts if a.error is not None]
-    assert failed[:1] == ([] if step is Step.CREATE else [step]), h.failures()
+    assert failed[:1] == ([] if operation == "PutSecretValue" else [step]), h.failures()
     h.check(ledger, completed=token, swept=True, grace_bound=policy == "grace")
     h.settle(ledger, deletion_allowed=True)
 
@@ -379,7 +376,7 @@ HANDLER_CASES = (
     Case(
         "store-throttled-after-minting",
         Step.CREATE,
-        _aws_arm("PutSecretValue", 0, "throttling"),
+        _aws_arm("PutSecretValue", None, "throttling"),
         SecretsStoreError,
         mode="permissive",
     ),
@@ -392,7 +389,7 @@ HANDLER_CASES = (
     Case(
         "move-current-denied",
         Step.FINISH,
-        _aws_arm("UpdateSecretVersionStage", 0, "kms-access-denied"),
+        _aws_arm("UpdateSecretVersionStage", "move-current", "kms-access-denied"),
         SecretsStoreError,
     ),
     Case(
