@@ -144,7 +144,7 @@ class StoredVersion:
 
     id: str
     stages: tuple[str, ...]
-    value: str | bytes | None
+    value: str | bytes | None = field(repr=False)  # a key: never in an assertion's message
     pruned: bool = False
 
 

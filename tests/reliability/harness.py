@@ -896,7 +896,17 @@ class Harness:
     # -- checks ---------------------------------------------------------------------------------
 
     def strays(self) -> list[Any]:
+        """Keys minted for this secret that no version holds, live (invariant 3)."""
         return invariants.strays_of_secret(self.fake, self.stem, self.versions())
+
+    def sweep_can_be_safe(self) -> bool:
+        """Whether a sweep could tell every labelled key by id: no version someone may read a
+        key through is unreadable to the rotator (KMS) or holds a key without `key_id`."""
+        return all(
+            v.key_id is not None and self.model.readable(self.arn, v.id)
+            for v in self.versions()
+            if v.held and v.api_key
+        )
 
     def check(
         self,
@@ -950,9 +960,13 @@ class Harness:
             return
         all_versions = self.versions()
         excused = self.evidence.excused_key_ids
-        scope = {self.current_project()}
+        scope = None if self.admin_secret_arn else {self.current_project()}
+        # A stray may wait while the sweep cannot be safe, never once it can (invariant 3).
+        left = [k for k in self.strays() if scope is None or k.project in scope]
+        sweepable = deletion_allowed and self.sweep_can_be_safe()
         invariants.verify(
             ledger,
+            lambda: invariants.no_strays_left(left) if sweepable else [],
             lambda: invariants.debts_settled(
                 self.fake,
                 all_versions,

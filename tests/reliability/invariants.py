@@ -69,7 +69,7 @@ class Version:
 
     id: str
     stages: tuple[str, ...]
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # never shown in an assertion's message
     key_id: int | None = None  # as the value states it (a person may store a key without)
     project_id: int | None = None  # as the value states it
     pruned: bool = False  # Secrets Manager deleted it (strict model, rule 2)
@@ -257,6 +257,13 @@ def strays_accounted(found: list[KeyRecord], evidence: Evidence, log_text: str) 
             "of Cekura's answers were lost"
         )
     return problems
+
+
+def no_strays_left(found: list[KeyRecord]) -> list[str]:
+    """After the faults cleared and two more rotations that could sweep safely: none is left."""
+    if not found:
+        return []
+    return [f"3: strays {[k.id for k in found]} were never swept, though the sweep could be safe"]
 
 
 def no_strays_of(found: list[KeyRecord], token: str) -> list[str]:
