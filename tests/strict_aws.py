@@ -44,10 +44,12 @@ does not have, or has the wrong way round. Each rule names the AWS documentation
 8. `throttled`: PutSecretValue and UpdateSecretVersionStage share an account-wide quota; with
    `throttle_rate` > 0 a call fails, before any change, with ThrottlingException, as botocore
    surfaces it after its own retries. (User Guide, quotas.)
-9. `pending-removed` / `pending-kept`: after finishSecret succeeds, Secrets Manager may remove
-   AWSPENDING itself or leave it on AWSCURRENT's version; both end states are legal. The harness
-   calls `rotation_finished`, and the model picks one (`pending_after_finish`). (Rotation function
-   docs; aws-samples rotation-lambdas issue #168, PR #145.)
+9. `pending-removed` / `pending-kept`: when a rotation completes, Secrets Manager may remove
+   AWSPENDING itself or leave it on AWSCURRENT's version; both end states are legal, and when the
+   backend cleans up is not documented. The harness calls `rotation_finished` after a finishSecret
+   succeeded, and the model picks one (`pending_after_finish`); an actor may have it cleaned up
+   the moment finishSecret moves AWSCURRENT (`remove_pending`), while that finishSecret runs.
+   (Rotation function docs; aws-samples rotation-lambdas issue #168, PR #145.)
 10. RotateSecret sends the ARN as SecretId: `infra/local/lambda_bridge.py` already does that.
 11. `deprecated-hidden`: DescribeSecret lists in VersionIdsToStages only the versions that have
    labels (the others are deprecated); ListSecretVersionIds lists those only with
@@ -160,7 +162,7 @@ class _Hook:
     operation: str
     after: bool
     match: Callable[[Mapping[str, Any]], bool]
-    act: Callable[[Mapping[str, Any]], None]
+    act: Callable[[Mapping[str, Any]], object]
     once: bool
 
 
@@ -220,7 +222,7 @@ class StrictAws:
     def on_call(
         self,
         operation: str,
-        act: Callable[[Mapping[str, Any]], None],
+        act: Callable[[Mapping[str, Any]], object],
         *,
         after: bool = False,
         match: Callable[[Mapping[str, Any]], bool] = lambda _: True,
@@ -263,6 +265,19 @@ class StrictAws:
         new_key = key_id or f"arn:aws:kms:{self.region}:{self.account}:key/{uuid.uuid4()}"
         self._observer.update_secret(SecretId=secret_id, KmsKeyId=new_key)
         return new_key
+
+    def remove_pending(self, secret_id: str, token: str) -> bool:
+        """Secrets Manager cleans AWSPENDING up itself, now, if it is on AWSCURRENT's version
+        (the token's): the rotation is complete as far as AWS is concerned (rule 9, at the
+        moment finishSecret moved AWSCURRENT, while that finishSecret still runs)."""
+        with self._lock:
+            secret = self._secret(secret_id)
+            stages = secret.versions.get(token, {}).get("version_stages", []) if secret else []
+            if PENDING not in stages or CURRENT not in stages:
+                return False
+            stages.remove(PENDING)
+            self.counts["pending-removed"] += 1
+            return True
 
     def rotation_finished(self, secret_id: str, token: str) -> str:
         """Secrets Manager after a finishSecret succeeded: AWSPENDING, if it is on AWSCURRENT's

@@ -869,15 +869,22 @@ class Harness:
             match=lambda p: p.get("VersionStage") == CURRENT and p.get("MoveToVersionId") == token,
         )
 
+    def pending_cleaned_at_the_move(self, token: str) -> None:
+        """Armed: Secrets Manager removes AWSPENDING itself the moment finishSecret of `token`
+        has moved AWSCURRENT (the rotation is complete for AWS), while that finishSecret runs."""
+        self.model.on_call(
+            "UpdateSecretVersionStage",
+            lambda _: self.model.remove_pending(self.arn, token),
+            after=True,
+            match=lambda p: p.get("VersionStage") == CURRENT and p.get("MoveToVersionId") == token,
+        )
+
     def before_current_moves(self, token: str, act: Callable[[], object]) -> None:
         """Armed: `act` runs just before finishSecret of `token` moves AWSCURRENT."""
 
-        def run(_: Mapping[str, Any]) -> None:
-            act()
-
         self.model.on_call(
             "UpdateSecretVersionStage",
-            run,
+            lambda _: act(),
             match=lambda p: p.get("VersionStage") == CURRENT and p.get("MoveToVersionId") == token,
         )
 

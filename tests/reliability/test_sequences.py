@@ -179,6 +179,17 @@ class RotationMachine(RuleBasedStateMachine):
         assert self.token is not None
         self.harness.rotate_inside_finish(self.token, steps=steps, started=self._started_inside)
 
+    @precondition(
+        lambda self: self.token is not None and self.next_step <= STEPS.index(Step.FINISH)
+    )
+    @rule()
+    def pending_cleaned_up_at_the_move(self) -> None:
+        """Armed: Secrets Manager removes AWSPENDING itself as soon as this rotation's
+        finishSecret has moved AWSCURRENT, while that finishSecret still runs."""
+        self.ran["pending_cleaned_up_at_the_move"] += 1
+        assert self.token is not None
+        self.harness.pending_cleaned_at_the_move(self.token)
+
     # -- faults and kills ------------------------------------------------------------------------
 
     @rule(
@@ -493,7 +504,7 @@ def test_random_sequences(rig: Rig, ledger: Ledger, reliability_full: bool) -> N
     assert ledger.invariant_violations == 0
     assert ran["check: rotation completed"] > 0
     if reliability_full:  # (a short run may, by chance, miss one)
-        assert len(RULES) == 23
+        assert len(RULES) == 24
         assert set(ran) >= RULES, f"rules that never ran: {RULES - set(ran)}"
         assert ran["check: rotation completed"] > examples
         assert ran["check: stray sweep"] > 0
