@@ -13,7 +13,9 @@ import pytest
 
 from cekura_rotator import handler
 from cekura_rotator.observability import metrics
+from infra.local import stack
 from infra.local.fake_cekura import FakeCekura
+from tests import conftest as shared_fixtures
 from tests.conftest import LogCapture, World
 from tests.reliability import summary
 from tests.reliability.harness import Rig
@@ -68,6 +70,16 @@ def rig(
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> Iterator[Rig]:
+    # The rotation function exists in this test's moto once made: registering it again for
+    # every world (each sequence makes one) costs two boto3 clients, most of a sequence's time.
+    made: list[str] = []
+
+    def create_function_once(endpoint_url: str | None = None) -> str:
+        if not made:
+            made.append(stack.create_function(endpoint_url))
+        return made[0]
+
+    monkeypatch.setattr(shared_fixtures, "create_function", create_function_once)
     # Every call goes through the strict AWS model; invariants 10 and 11 after every step.
     built = Rig(make_world, logs, fake, ledger=ledger)
     # Through the handler, steps run the active harness's rotator: its clients, no real sleeps.

@@ -54,7 +54,6 @@ from infra.local.stack import (
     AdminKind,
     AdminSecret,
     create_admin_secret,
-    delete_in_dashboard,
     secret_json,
 )
 from tests.reliability import invariants
@@ -641,6 +640,7 @@ class Harness:
         Secrets Manager then ends a successful finishSecret its own way (AWSPENDING removed or
         kept), and invariants 10 and 11 are checked."""
         error: BaseException | None = None
+        before = self.labels()
         try:
             if self.via_handler:
                 event = {"Step": str(step), "SecretId": self.arn, "ClientRequestToken": token}
@@ -660,19 +660,31 @@ class Harness:
             self.model.rotation_finished(self.arn, token)
         self.attempts.append(Attempt(step, error))
         if self.rig.ledger is not None:
-            invariants.verify(self.rig.ledger, *self.step_checks())
+            settled = step is Step.FINISH and error is None and self.policy != "off"
+            invariants.verify(self.rig.ledger, *self.step_checks(before, settled=settled))
         return error
 
-    def step_checks(self) -> list[Callable[[], list[str]]]:
-        """Invariants 10 and 11, as they must hold after every step."""
+    def step_checks(
+        self, before: Mapping[str, tuple[str, ...]] | None = None, *, settled: bool = False
+    ) -> list[Callable[[], list[str]]]:
+        """Invariants 10 and 11 after a step that began with the labels `before`. `settled`: it
+        was a finishSecret that settled the record, which must leave it as the labels allow
+        (between two settlings, people may attach labels the rotator only answers at the next).
+        Without `before`: only the refusals met since the last check."""
         refusals = self.model.refusals[self._refusals_seen :]
         self._refusals_seen = len(self.model.refusals)
-        labels = self.labels()
-        return [
-            lambda: invariants.rotator_leaves_room(labels),
-            lambda: invariants.no_refusal_for_rotator_labels(refusals),
-            lambda: invariants.manual_only_unheld(self.fake, self.versions()),
+        checks: list[Callable[[], list[str]]] = [
+            lambda: invariants.no_refusal_for_rotator_labels(refusals)
         ]
+        if before is not None:
+            labels, was = self.labels(), dict(before)
+            checks += [
+                lambda: invariants.rotator_leaves_room(labels, before=was, settled=settled),
+                lambda: invariants.manual_only_unheld(
+                    self.fake, self.versions(), before=was, settled=settled
+                ),
+            ]
+        return checks
 
     def drive(
         self,
@@ -737,7 +749,8 @@ class Harness:
     def person_puts(self, *, with_key_id: bool = True, project_id: int | None = None) -> str | None:
         """A person stores a fresh dashboard key with PutSecretValue (no VersionStages): AWS
         moves AWSCURRENT to it and AWSPREVIOUS to the version that was current, mid-rotation or
-        not. Returns the new version, or None where AWS refused (the person deletes the key)."""
+        not. Returns the new version, or None where AWS refused (the key then stays unused in the
+        dashboard: no version holds it, and it is not the rotator's)."""
         project = project_id or self.current_project()
         issued = self.fake.issue_key(project, "person key")
         self.trusted_key_ids.add(issued.id)  # a person's choice, not one the rotator must test
@@ -748,7 +761,6 @@ class Harness:
                 SecretId=self.arn, SecretString=secret_json(issued.key, project, **extra)
             )
         except ClientError:
-            delete_in_dashboard(self.fake, issued.id, project_id=project)
             return None
         self._excuse_unheld(before)
         return str(out["VersionId"])

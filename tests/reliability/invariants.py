@@ -431,19 +431,28 @@ def _own_record(labels: Mapping[str, Iterable[str]]) -> set[str]:
     return record.rotator_labels(labels) - {record.UNTESTED}
 
 
-def rotator_leaves_room(labels: Mapping[str, tuple[str, ...]]) -> list[str]:
+def rotator_leaves_room(
+    labels: Mapping[str, tuple[str, ...]],
+    *,
+    before: Mapping[str, tuple[str, ...]] | None = None,
+    settled: bool = True,
+) -> list[str]:
     """After a rotator step: when the secret's labels plus the reserved ones it lacks
     (AWSPENDING, AWSPREVIOUS, CEKURA_UNTESTED) exceed 20, the rotator holds no label of its own
-    (CEKURA_UNTESTED, itself reserved, aside)."""
+    (CEKURA_UNTESTED, itself reserved, aside). Judged after a step that settled the record, or
+    that attached a label of its own; a step in between cannot answer labels people attached
+    since the last settling (a refusal they cause is judged by `no_refusal_for_rotator_labels`)."""
     if record.spare_labels(labels) >= 0:
         return []
     own = sorted(_own_record(labels))
-    if not own:
+    added = own if before is None else sorted(set(own) - _own_record(before))
+    if not own or not (settled or added):
         return []
     in_use = len(record.labels_in_use(labels))
+    what = "settled, yet holds" if settled else "attached"
     return [
-        f"10: {in_use} labels leave no room for the reserved ones, yet the rotator holds "
-        f"{len(own)} of its own ({own[:3]}...)"
+        f"10: {in_use} labels leave no room for the reserved ones, and the rotator {what} "
+        f"{len(added if not settled else own)} of its own ({(added or own)[:3]}...)"
     ]
 
 
@@ -471,17 +480,28 @@ def no_refusal_for_rotator_labels(refusals: Iterable[Refusal]) -> list[str]:
 # -- 11. A record tells a person to delete only a key that no label holds ------------------
 
 
-def manual_only_unheld(fake: FakeCekura, all_versions: Iterable[Version]) -> list[str]:
+def manual_only_unheld(
+    fake: FakeCekura,
+    all_versions: Iterable[Version],
+    *,
+    before: Mapping[str, tuple[str, ...]] | None = None,
+    settled: bool = True,
+) -> list[str]:
     """After a rotator step: no CEKURA_MANUAL_ entry names a key (by id, or by its version's
-    value) that a version with a label other than the rotator's holds."""
+    value) that a version with a label other than the rotator's holds. Judged for every entry
+    after a step that settled the record, and for the entries a step made manual (a person may
+    pin a key the record names between two settlings: the next one answers it)."""
     everything = list(all_versions)
     held = held_key_ids(fake, everything)
     manual = entry_key_ids(fake, everything, states=(record.State.MANUAL,))
+    made_here = set() if before is None else record.rotator_labels(labels_of(everything))
+    if before is not None:
+        made_here -= record.rotator_labels(before)
     return [
         f"11: {entry.label} (version {entry.version_id[:8]}) tells a person to delete key "
         f"{key_id}, which a labelled version holds"
         for key_id, entry in manual.items()
-        if key_id in held
+        if key_id in held and (settled or set(entry.labels) & made_here)
     ]
 
 
