@@ -31,7 +31,9 @@ does not have, or has the wrong way round. Each rule names the AWS documentation
    success that changes nothing. moto overwrites. (PutSecretValue API reference.)
    `label-cas-refused`: moving a label that sits on another version requires naming that version
    in RemoveFromVersionId, else InvalidParameterException; moto puts the label on two versions.
-   (UpdateSecretVersionStage API reference.)
+   Removing a label from a version that does not carry it (any more) fails too: AWS documents a
+   mismatched RemoveFromVersionId as a failure, and the model takes it for removals as well (the
+   answer worst for the rotator). (UpdateSecretVersionStage API reference.)
 6. `deletion-refused`: a secret scheduled for deletion refuses reads and writes
    (InvalidRequestException, "marked for deletion") until RestoreSecret; DescribeSecret still
    answers, with DeletedDate. moto lets writes through. (DeleteSecret API reference;

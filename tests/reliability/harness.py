@@ -992,6 +992,7 @@ class Harness:
                 deletion_allowed=deletion_allowed,
                 excused=excused,
                 scope=scope,
+                log_text=self.log_text,
             ),
             lambda: invariants.labelled_keys_live(self.fake, all_versions, excused=excused),
         )

@@ -360,6 +360,25 @@ def current_was_accepted(
 MANUAL_PREFIX = record.MANUAL_PREFIX
 
 
+def given_up(log_text: str) -> tuple[set[int], set[str]]:
+    """The keys (by id) and versions an ERROR log line names: where the rotator gave a record up
+    loudly (no room in the label budget), that line is the record."""
+    key_ids: set[int] = set()
+    version_ids: set[str] = set()
+    for line in log_text.splitlines():
+        if '"level": "ERROR"' not in line:
+            continue
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(document.get("key_id"), int):
+            key_ids.add(document["key_id"])
+        if isinstance(document.get("version_id"), str):
+            version_ids.add(document["version_id"])
+    return key_ids, version_ids
+
+
 def debts_settled(
     fake: FakeCekura,
     all_versions: Iterable[Version],
@@ -367,12 +386,16 @@ def debts_settled(
     deletion_allowed: bool,
     excused: set[int],
     scope: set[int] | None = None,
+    log_text: str = "",
 ) -> list[str]:
     """After the faults cleared and two more rotations: every live key that no labelled version
     holds any more is deleted where the rotator could delete it (deletion allowed, the key in
     its credential's `scope` of projects (None: every project), and known by id), and otherwise
-    recorded (owed, grace or manual). (A key several versions hold is judged once.)"""
+    recorded (owed, grace or manual), or given up loudly (an ERROR line in `log_text` names it or
+    its version: the budget of labels had no room). (A key several versions hold is judged once.)
+    """
     everything = list(all_versions)
+    logged_keys, logged_versions = given_up(log_text)
     held = held_key_ids(fake, everything)
     recorded = recorded_key_ids(fake, everything)
     # A key no version or record names by id cannot be deleted by id: recording it is all
@@ -389,6 +412,8 @@ def debts_settled(
     }
     problems = []
     for key_id, version in owed.items():
+        if key_id in logged_keys or version.id in logged_versions:
+            continue
         deletable = (
             deletion_allowed
             and key_id in named
