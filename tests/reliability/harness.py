@@ -58,7 +58,7 @@ from infra.local.stack import (
 )
 from tests.reliability import invariants
 from tests.reliability.invariants import Evidence
-from tests.strict_aws import CURRENT, PENDING, PREVIOUS, StrictAws
+from tests.strict_aws import CURRENT, MAX_LABELS, PENDING, PREVIOUS, StrictAws
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -804,15 +804,19 @@ class Harness:
         self._excuse_unheld(before)
         return True
 
-    def fill_labels(self, spare: int, *, prefix: str = "APP_FILL_") -> int:
+    def fill_labels(
+        self, spare: int, *, prefix: str = "APP_FILL_", beyond_reserved: bool = False
+    ) -> int:
         """Application labels on AWSCURRENT's version until `spare` of the 20 are left (they pin
-        no other key). Returns how many it attached."""
+        no other key), or with `beyond_reserved`, `spare` beyond those a rotation may need (an
+        application that leaves rotation its room). Returns how many it attached."""
         attached = 0
         for number in range(ledger.MAX_LABELS):
             labels = self.labels()
             in_use = {s for stages in labels.values() for s in stages}
             current = next((v for v, s in labels.items() if CURRENT in s), None)
-            if current is None or len(in_use) >= ledger.MAX_LABELS - spare:
+            left = ledger.spare_labels(labels) if beyond_reserved else MAX_LABELS - len(in_use)
+            if current is None or left <= spare:
                 break
             label = f"{prefix}{number}"
             if label not in in_use and self.attach_label(label, current):

@@ -499,12 +499,23 @@ def _actor_cases(policy: str, mode: Mode) -> list[ActorCase]:
         ),
         case("kms-change-mid-rotation", act=_at(Step.TEST, lambda h, t: h.change_kms_key())),
         case("kms-change-strands-no-debt", setup=_owed_then_kms),
-        case("app-label-on-previous-before-finish", act=_at(Step.FINISH, _pin("AWSPREVIOUS"))),
+        *(
+            [case("app-label-on-previous-before-finish", act=_at(Step.FINISH, _pin("AWSPREVIOUS")))]
+            if policy == "grace"  # (`immediate` leaves no AWSPREVIOUS)
+            else []
+        ),
         case("app-label-on-current-before-finish", act=_at(Step.FINISH, _pin("AWSCURRENT"))),
         case("app-label-on-pending", act=_at(Step.TEST, _pin("AWSPENDING"))),
         case("deletion-scheduled-then-restored", act=_deletion_then_restore, may_fail=True),
-        case("labels-nearly-full-before-rotate", setup=lambda h: h.fill_labels(1)),
-        case("labels-full-before-finish", act=_at(Step.FINISH, lambda h, t: h.fill_labels(0))),
+        # An application leaves room for what a rotation needs: the record must make do.
+        case(
+            "labels-nearly-full-before-rotate",
+            setup=lambda h: h.fill_labels(0, beyond_reserved=True),
+        ),
+        case(
+            "labels-full-before-finish",
+            act=_at(Step.FINISH, lambda h, t: h.fill_labels(0, beyond_reserved=True)),
+        ),
         case("reads-lag-writes", setup=_world(read_lag=3), clean=True),
         case("writes-throttled", setup=_world(throttle_rate=0.2), clean=True, may_fail=True),
         case(

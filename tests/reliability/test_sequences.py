@@ -95,6 +95,7 @@ class RotationMachine(RuleBasedStateMachine):
         self.failed = False  # the last attempt of that step failed
         self.clean = False  # grace + permissive throughout: the grace bound (5) applies
         self.deletable = False  # permissive throughout: debts are deleted, not recorded (8)
+        self.revoking = False  # never `off`: every superseded key is owed (8)
         self.history = False
         self.scanned_logs = 0
         self.scanned_outputs = 0
@@ -129,6 +130,7 @@ class RotationMachine(RuleBasedStateMachine):
         self.h = self.rig.harness(policy=policy, mode=mode)
         self.clean = mode == "permissive" and policy == "grace"
         self.deletable = mode == "permissive"
+        self.revoking = policy != "off"
         self.scanned_logs = len(self.rig.logs.text)
 
     # -- Secrets Manager ---------------------------------------------------------------------
@@ -292,6 +294,7 @@ class RotationMachine(RuleBasedStateMachine):
         self.ran["policy_changes"] += 1
         self.harness.set_policy(policy)
         self.clean = self.clean and policy == "grace"
+        self.revoking = self.revoking and policy != "off"
 
     @rule(mode=st.sampled_from(MODES))
     def cekura_permissions_change(self, mode: Mode) -> None:
@@ -358,9 +361,10 @@ class RotationMachine(RuleBasedStateMachine):
         if self._clean():
             checks.append(lambda: invariants.grace_bound_of_secret(h.fake, h.stem, h.evidence))
         invariants.verify(self.ledger, *checks)
-        if h.policy != "off":
+        if self.revoking:
             # With the faults cleared, two more rotations pay every debt (8): deleted where
-            # Cekura let deletion happen throughout, recorded otherwise.
+            # Cekura let deletion happen throughout, recorded otherwise. (A key superseded
+            # while the policy was `off` is owed nothing.)
             h.settle(self.ledger, deletion_allowed=self.deletable)
             self.ran["check: debts settled"] += 1
         self.ledger.sequences += 1
