@@ -6,7 +6,7 @@ disagree on which version an unqualified read returns after a label move.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -129,6 +129,75 @@ class SecretsStore:
         if from_version is not None:
             kwargs["RemoveFromVersionId"] = from_version
         aws_call("UpdateSecretVersionStage", self._client.update_secret_version_stage, **kwargs)
+
+    # -- the fleet, for the health check (read-only, plus RotateSecret) --------------------------
+
+    def list_secrets(self, *, page_size: int = 100) -> Iterator[SecretSummary]:
+        """Every secret of the account and region, one ListSecrets page at a time (none deleted)."""
+        kwargs: dict[str, Any] = {"MaxResults": page_size}
+        while True:
+            page = aws_call("ListSecrets", self._client.list_secrets, **kwargs)
+            for item in page.get("SecretList", []):
+                yield _summary(item, versions_key="SecretVersionsToStages")
+            if not page.get("NextToken"):
+                return
+            kwargs["NextToken"] = page["NextToken"]
+
+    def summarize(self, secret_id: str) -> SecretSummary:
+        """DescribeSecret, as a summary like `list_secrets` gives (for secrets named by id)."""
+        out = aws_call("DescribeSecret", self._client.describe_secret, SecretId=secret_id)
+        return _summary(out, versions_key="VersionIdsToStages")
+
+    def list_versions(self, secret_id: str) -> dict[str, datetime | None]:
+        """Each version's CreatedDate (ListSecretVersionIds, paginated; deprecated ones too)."""
+        kwargs: dict[str, Any] = {"SecretId": secret_id, "IncludeDeprecated": True}
+        created: dict[str, datetime | None] = {}
+        while True:
+            page = aws_call("ListSecretVersionIds", self._client.list_secret_version_ids, **kwargs)
+            for version in page.get("Versions", []):
+                created[str(version["VersionId"])] = version.get("CreatedDate")
+            if not page.get("NextToken"):
+                return created
+            kwargs["NextToken"] = page["NextToken"]
+
+    def rotate(self, secret_id: str, *, function_arn: str) -> str:
+        """RotateSecret now, with the secret's own rotation function; returns the new version id.
+
+        The function is named although AWS would keep the configured one: moto forgets it.
+        """
+        out = aws_call(
+            "RotateSecret",
+            self._client.rotate_secret,
+            SecretId=secret_id,
+            RotationLambdaARN=function_arn,
+        )
+        return str(out.get("VersionId") or "")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSummary(SecretDescription):
+    """A secret as ListSecrets (or DescribeSecret) shows it, with its rotation schedule."""
+
+    rotate_after_days: int | None = None
+    schedule_expression: str | None = None
+    deleted: datetime | None = None
+
+
+def _summary(item: Mapping[str, Any], *, versions_key: str) -> SecretSummary:
+    rules = item.get("RotationRules") or {}
+    days = rules.get("AutomaticallyAfterDays")
+    return SecretSummary(
+        arn=str(item["ARN"]),
+        name=str(item["Name"]),
+        rotation_enabled=bool(item.get("RotationEnabled")),
+        rotation_lambda_arn=item.get("RotationLambdaARN") or None,
+        versions={str(v): tuple(s) for v, s in (item.get(versions_key) or {}).items()},
+        next_rotation=item.get("NextRotationDate"),
+        last_rotated=item.get("LastRotatedDate"),
+        rotate_after_days=int(days) if days else None,
+        schedule_expression=rules.get("ScheduleExpression") or None,
+        deleted=item.get("DeletedDate"),
+    )
 
 
 def aws_call(operation: str, method: Any, **kwargs: Any) -> Any:
