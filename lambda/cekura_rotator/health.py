@@ -259,7 +259,8 @@ class _Outcome:
     manual: int = 0
     notes: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
-    gone: list[ledger.Entry] = field(default_factory=list)  # to clear once Cekura is proven
+    # Manual entries whose key Cekura no longer knows, to clear once Cekura is proven.
+    gone: list[tuple[ledger.Entry, int | None]] = field(default_factory=list)
     settle_waiting: bool = False  # owed entries to settle once Cekura is proven
     heal_with: str | None = None  # the admin secret a heal would mint with
     healed: bool = False
@@ -517,23 +518,25 @@ class HealthCheck:
 
     def _prove_manual(self, run: _Run, out: _Outcome, entry: ledger.Entry) -> None:
         """Ask Cekura whether a manual entry's key still exists; clear the record on 401."""
-        what = f"manual entry {entry.label} (key {entry.key_id or '?'}, version {entry.version_id})"
-        fields: dict[str, Any] = {
-            "secret_arn": out.arn,
-            "version_id": entry.version_id,
-            "key_id": entry.key_id,
-        }
+        fields: dict[str, Any] = {"secret_arn": out.arn, "version_id": entry.version_id}
         try:
             raw = self._store.read(out.arn, version_id=entry.version_id)
         except SecretsStoreError as e:
-            out.notes.append(f"{what}: the version cannot be read ({e.code}); kept")
+            out.notes.append(
+                f"manual entry {entry.label} (version {entry.version_id}): the version cannot be "
+                f"read ({e.code}); kept"
+            )
             logger.warning(
                 "A manual revocation's version cannot be read; the record is kept",
+                key_id=entry.key_id,
                 error_code=e.code,
                 **fields,
             )
             return
         key = _key_in(raw, self._config)
+        key_id = entry.key_id or (key.key_id if key else None)
+        what = f"manual entry {entry.label} (key {key_id or '?'}, version {entry.version_id})"
+        fields["key_id"] = key_id
         project = entry.project or (key.project_id if key else None)
         if key is None or project is None:
             out.notes.append(f"{what}: its key or project cannot be told from the version; kept")
@@ -554,18 +557,18 @@ class HealthCheck:
         elif not run.fix:
             out.actions.append(f"would clear {what}: Cekura no longer knows the key")
         elif run.proof:
-            self._clear(run, out, entry)
+            self._clear(run, out, entry, key_id)
         else:
-            out.gone.append(entry)
+            out.gone.append((entry, key_id))
 
-    def _clear(self, run: _Run, out: _Outcome, entry: ledger.Entry) -> None:
+    def _clear(self, run: _Run, out: _Outcome, entry: ledger.Entry, key_id: int | None) -> None:
         if not self._revoker.clear(out.arn, entry):
             out.notes.append(f"clearing manual entry {entry.label} failed; the next run retries")
             return
         run.add(cleared=1)
         out.manual -= 1
         out.actions.append(
-            f"cleared manual entry {entry.label}: key {entry.key_id or '?'} was deleted in the "
+            f"cleared manual entry {entry.label}: key {key_id or '?'} was deleted in the "
             "Cekura dashboard"
         )
         logger.info(
@@ -573,7 +576,7 @@ class HealthCheck:
             "dashboard)",
             secret_arn=out.arn,
             version_id=entry.version_id,
-            key_id=entry.key_id,
+            key_id=key_id,
             labels=list(entry.labels),
         )
 
@@ -693,8 +696,8 @@ class HealthCheck:
             if not self._time_left(run):
                 o.done = False
                 continue
-            for entry in o.gone:
-                self._clear(run, o, entry)
+            for entry, key_id in o.gone:
+                self._clear(run, o, entry, key_id)
             if o.settle_waiting:
                 self._settle(run, o)
 
