@@ -77,6 +77,8 @@ PROG = "cekura-rotator"
 # Secrets checked side by side: a check mostly waits on the network, and about this many calls
 # in flight already use Cekura's whole rate limit at 20 requests/s (`make bench`).
 WORKERS = 4
+# Checks in a row without a verdict from Cekura after which a run stops (Cekura is down).
+CEKURA_DOWN_AFTER = 8
 # Kept back from the end of a run for the writes that follow the checks (heals, deferred clears).
 _FINISH_RESERVE_MAX = 30.0
 _FINISH_RESERVE_SHARE = 0.1
@@ -233,9 +235,26 @@ class _Run:
     manual_cleared: int = 0
     heal_suppressed: bool = False
 
+    # Checks in a row that Cekura gave no verdict on (5xx, timeouts, 429 until the deadline).
+    unanswered_streak: int = 0
+
     def prove(self, why: str) -> None:
         with self.lock:
             self.proof = self.proof or why
+
+    def answered(self) -> None:
+        with self.lock:
+            self.unanswered_streak = 0
+
+    def unanswered(self) -> None:
+        with self.lock:
+            self.unanswered_streak += 1
+
+    @property
+    def cekura_down(self) -> bool:
+        """Cekura answered none of the last checks: the rest waits for the next run, rather
+        than each spending its retries on an outage."""
+        return self.unanswered_streak >= CEKURA_DOWN_AFTER
 
     def add(self, *, settled: int = 0, cleared: int = 0) -> None:
         with self.lock:
@@ -346,7 +365,12 @@ class HealthCheck:
             ]
             targets = in_cursor_order(mine, start_after)
         run = _Run(fix=fix, now=self._now(), deadline=deadline, stop_at=_stop_at(started, deadline))
-        checked = self._in_order(targets, lambda s: self._check(run, s), run.stop_at)
+        checked = self._in_order(targets, lambda s: self._check(run, s), lambda: self._stop(run))
+        if run.cekura_down:
+            logger.error(
+                "Cekura gave no verdict on the last checks; the rest is left for the next run",
+                checks=CEKURA_DOWN_AFTER,
+            )
         outcomes = [o for o in checked if o is not None and o.done]
         self._after_checks(run, outcomes)
         finished = {o.arn for o in outcomes if o.done}
@@ -479,18 +503,22 @@ class HealthCheck:
             )
             return
         try:
-            self._cekura.validate(value.api_key, project_id=value.project_id, deadline=run.deadline)
+            self._cekura.validate(value.api_key, project_id=value.project_id, deadline=run.stop_at)
         except (CekuraAuthError, CekuraForbiddenError) as e:
             out.current_key, out.status = "rejected", e.status
+            run.answered()
             return
         except CekuraError as e:
             out.status = e.status
             out.notes.append(f"Cekura gave no verdict on the current key: {e.message}")
-            if isinstance(e, CekuraTransientError) and _past(self._clock(), run.stop_at):
-                out.done = False  # out of time, not a verdict: the next run checks it first
+            if isinstance(e, CekuraTransientError):
+                run.unanswered()
+                if _past(self._clock() + _WRITE_MARGIN, run.stop_at):
+                    out.done = False  # out of time, not a verdict: the next run checks it first
             return
         out.current_key = "accepted"
         run.prove("Cekura accepted a key")
+        run.answered()
 
     @staticmethod
     def _unreadable(out: _Outcome, why: str, **fields: Any) -> None:
@@ -542,7 +570,7 @@ class HealthCheck:
             out.notes.append(f"{what}: its key or project cannot be told from the version; kept")
             return
         redactor.watch(key.api_key)
-        proof = self._revoker.prove_gone(key.api_key, project=project, deadline=run.deadline)
+        proof = self._revoker.prove_gone(key.api_key, project=project, deadline=run.stop_at)
         if proof is Proof.LIVE:
             out.notes.append(
                 f"{what}: Cekura still accepts the key; delete it in the Cekura dashboard, and "
@@ -779,18 +807,22 @@ class HealthCheck:
 
     # -- time and order -----------------------------------------------------------------------
 
+    def _stop(self, run: _Run) -> bool:
+        """Whether no further check may begin: out of time, or Cekura is not answering."""
+        return run.cekura_down or _past(self._clock(), run.stop_at)
+
     def _time_left(self, run: _Run) -> bool:
         return run.deadline is None or self._clock() + _WRITE_MARGIN < run.deadline
 
     def _in_order(
-        self, items: Sequence[_T], work: Callable[[_T], _R], stop_at: float | None
+        self, items: Sequence[_T], work: Callable[[_T], _R], stop: Callable[[], bool]
     ) -> list[_R | None]:
         """`work` on each item, begun in order (side by side with `workers` > 1), none begun
-        after `stop_at`; the results in order, None for items never begun."""
+        once `stop()`; the results in order, None for items never begun."""
         results: list[_R | None] = [None] * len(items)
         if self._workers == 1 or len(items) <= 1:
             for i, item in enumerate(items):
-                if _past(self._clock(), stop_at):
+                if stop():
                     break
                 results[i] = work(item)
             return results
@@ -805,14 +837,15 @@ class HealthCheck:
                     i = begun
                     if stopped or i >= len(items):
                         return
-                    if _past(self._clock(), stop_at):
+                    if stop():
                         stopped = True
                         return
                     begun += 1
                 results[i] = work(items[i])
 
-        with ThreadPoolExecutor(min(self._workers, len(items)), "health") as pool:
-            futures = [pool.submit(worker) for _ in range(min(self._workers, len(items)))]
+        workers = min(self._workers, len(items))
+        with ThreadPoolExecutor(workers, "health") as pool:
+            futures = [pool.submit(worker) for _ in range(workers)]
         for future in futures:
             future.result()
         return results

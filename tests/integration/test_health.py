@@ -669,3 +669,21 @@ def test_named_secrets_only_and_foreign_ones_refused(fleet: Fleet) -> None:
     assert "no function" in refused.rejected_input[plain]
     assert refused.rejected_input["no-such-secret"] == "no such secret"
     assert [r.route for r in fleet.fake.requests] == ["validate"]
+
+
+def test_cekura_down_stops_the_run_after_eight_checks_without_a_verdict(
+    fleet: Fleet, logs: LogCapture
+) -> None:
+    # Given twelve secrets, and Cekura answering 503 to everything
+    fleet.add(1)
+    arns = sorted([*bulk(fleet, 11), fleet.worlds[0].arn])
+    fleet.fake.inject("validate", Fault(status=503, times=10_000))
+    # When the health check runs
+    report = fleet.check().run()
+    # Then it stops asking after eight checks in a row without a verdict: the rest is left for
+    # the next run, rather than each spending its retries on the outage
+    assert [s.arn for s in report.secrets] == arns[:8]
+    assert {s.current_key for s in report.secrets} == {"unknown"}
+    assert report.unfinished == arns[8:]
+    assert report.next_start_after == arns[7]
+    assert records(logs, "Cekura gave no verdict on the last checks")
