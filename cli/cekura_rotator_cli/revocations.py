@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cekura_rotator.revocation import OwedRevocation, owed_revocations
+from cekura_rotator.ledger import Entry as OwedRevocation
+from cekura_rotator.ledger import State
+from cekura_rotator.ledger import entries as owed_revocations
 from cekura_rotator.secrets_store import SecretDescription, SecretsStore, aws_call
 from cekura_rotator_cli.console import PROG
 from cekura_rotator_cli.context import Run
@@ -47,7 +49,7 @@ class Entry:
 
     @property
     def state(self) -> str:
-        return MANUAL if self.owed.manual else OWED
+        return MANUAL if self.owed.state is State.MANUAL else OWED
 
     @property
     def key_id(self) -> int | None:

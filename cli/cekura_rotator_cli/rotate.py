@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cekura_rotator.errors import CekuraAuthError, CekuraError
-from cekura_rotator.revocation import owed_revocations
+from cekura_rotator.ledger import entries as owed_revocations
 from cekura_rotator.secret_value import SecretValue
 from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription, SecretsStore, aws_call
 from cekura_rotator_cli import admin

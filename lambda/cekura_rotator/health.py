@@ -451,7 +451,10 @@ class HealthCheck:
             return
         out.in_progress = True
         try:
-            created = self._store.list_versions(out.arn).get(pending)
+            created = next(
+                (v.created for v in self._store.list_versions(out.arn) if v.version_id == pending),
+                None,
+            )
         except SecretsStoreError as e:
             out.notes.append(
                 f"a rotation is in progress (version {pending}); its age cannot be read ({e.code})"

@@ -44,6 +44,15 @@ class SecretDescription:
         return self.versions.get(version_id, ())
 
 
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """One version as ListSecretVersionIds lists it (deprecated ones included)."""
+
+    version_id: str
+    stages: tuple[str, ...]
+    created: datetime | None
+
+
 # The first botocore whose PutSecretValue sends RotationToken, which a rotation's writes need.
 MIN_BOTOCORE = "1.34.125"
 
@@ -130,6 +139,27 @@ class SecretsStore:
             kwargs["RemoveFromVersionId"] = from_version
         aws_call("UpdateSecretVersionStage", self._client.update_secret_version_stage, **kwargs)
 
+    def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        """Every version with its labels and creation date, deprecated ones too (DescribeSecret
+        names only labelled versions, and no dates)."""
+        found: list[VersionInfo] = []
+        kwargs: dict[str, Any] = {
+            "SecretId": secret_id,
+            "IncludeDeprecated": True,
+            "MaxResults": 100,
+        }
+        while True:
+            page = aws_call("ListSecretVersionIds", self._client.list_secret_version_ids, **kwargs)
+            found += [
+                VersionInfo(
+                    str(v["VersionId"]), tuple(v.get("VersionStages", ())), v.get("CreatedDate")
+                )
+                for v in page.get("Versions", [])
+            ]
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
+
     # -- the fleet, for the health check (read-only, plus RotateSecret) --------------------------
 
     def list_secrets(self, *, page_size: int = 100) -> Iterator[SecretSummary]:
@@ -147,18 +177,6 @@ class SecretsStore:
         """DescribeSecret, as a summary like `list_secrets` gives (for secrets named by id)."""
         out = aws_call("DescribeSecret", self._client.describe_secret, SecretId=secret_id)
         return _summary(out, versions_key="VersionIdsToStages")
-
-    def list_versions(self, secret_id: str) -> dict[str, datetime | None]:
-        """Each version's CreatedDate (ListSecretVersionIds, paginated; deprecated ones too)."""
-        kwargs: dict[str, Any] = {"SecretId": secret_id, "IncludeDeprecated": True}
-        created: dict[str, datetime | None] = {}
-        while True:
-            page = aws_call("ListSecretVersionIds", self._client.list_secret_version_ids, **kwargs)
-            for version in page.get("Versions", []):
-                created[str(version["VersionId"])] = version.get("CreatedDate")
-            if not page.get("NextToken"):
-                return created
-            kwargs["NextToken"] = page["NextToken"]
 
     def rotate(self, secret_id: str, *, function_arn: str) -> str:
         """RotateSecret now, with the secret's own rotation function; returns the new version id.
