@@ -65,10 +65,8 @@ from cekura_rotator.health_checks import (
     rotated_by,
     unqualified,
 )
-
-# TEMPORARY (issue 14): becomes `from cekura_rotator.revocation import ...` when it lands.
-from cekura_rotator.health_debts import Proof, Revoker, revocation_credential
 from cekura_rotator.observability import count, logger, metrics, redactor
+from cekura_rotator.revocation import Proof, Revoker, VersionReader, revocation_credential
 from cekura_rotator.secret_value import SecretValue
 from cekura_rotator.secrets_store import CURRENT, SecretsStore, SecretSummary
 
@@ -543,7 +541,7 @@ class HealthCheck:
             if not run.fix:
                 out.actions.append(f"would settle {out.owed} owed revocation(s)")
             elif run.proof:
-                self._settle(run, out)
+                self._settle(run, out, run.stop_at)
             else:
                 out.settle_waiting = True
 
@@ -611,17 +609,25 @@ class HealthCheck:
             labels=list(entry.labels),
         )
 
-    def _settle(self, run: _Run, out: _Outcome) -> None:
+    def _settle(self, run: _Run, out: _Outcome, deadline: float | None) -> None:
+        """Settle the owed entries as finishSecret does (the revoker re-describes the secret
+        before any DELETE, and never deletes a key a label holds)."""
         if out.value is None:
             out.notes.append("owed revocations not settled: the current value was not read")
             return
         who = revocation_credential(out.value, arn=out.arn, config=self._config, store=self._store)
-        report = self._revoker.settle(out.secret, who=who, deadline=run.deadline)
+        reader = VersionReader(self._store, out.arn, self._config.default_project_id)
+        current = out.secret.version_with(CURRENT)
+        if current is not None:
+            reader.remember(current, out.value)  # read already: not again
+        report = self._revoker.settle(
+            out.arn, out.secret.versions, who=who, deadline=deadline, reader=reader
+        )
         run.add(settled=report.cleared)
         out.owed, out.grace, out.manual = report.owed, report.grace, report.manual
         if report.cleared:
             out.actions.append(f"settled {report.cleared} owed revocation(s)")
-        out.notes.extend(report.skipped)
+        out.notes.extend(f"revocation kept: {why}" for why in report.kept)
 
     # -- heal ---------------------------------------------------------------------------------
 
@@ -730,7 +736,7 @@ class HealthCheck:
             for entry, key_id in o.gone:
                 self._clear(run, o, entry, key_id)
             if o.settle_waiting:
-                self._settle(run, o)
+                self._settle(run, o, run.deadline)
 
     def _heal(self, run: _Run, out: _Outcome) -> None:
         fields: dict[str, Any] = {"secret_arn": out.arn, "admin_secret_arn": out.heal_with}

@@ -1,9 +1,5 @@
-"""The health check's debts: manual entries cleared on Cekura's proof, owed ones settled.
-
-The owed-debt tests need the lead's revocation API (`cekura_rotator.revocation.Revoker.settle`,
-issue 14). Until health.py imports it instead of its stand-in (`cekura_rotator.health_debts`),
-they are skipped; after that one-line swap they run as they are.
-"""
+"""The health check's debts: manual entries cleared on Cekura's proof, owed ones settled
+(through `cekura_rotator.revocation`, as finishSecret settles them)."""
 
 from __future__ import annotations
 
@@ -12,19 +8,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cekura_rotator import health, ledger
+from cekura_rotator import ledger
 from infra.local.fake_cekura import FakeCekura, Fault
 from tests.conftest import LogCapture, World
 from tests.integration.test_health import Fleet, by_arn, fail_reads, records
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
-
-needs_settle = pytest.mark.skipif(
-    vars(health)["Revoker"].__module__ == "cekura_rotator.health_debts",
-    reason="owed debts are settled through cekura_rotator.revocation (issue 14): "
-    "runs once health.py imports it instead of its stand-in",
-)
 
 
 @pytest.fixture
@@ -161,7 +151,6 @@ def owed_debt(fleet: Fleet) -> tuple[World, int]:
     return world, world.bootstrap_id
 
 
-@needs_settle
 def test_owed_debt_is_settled(fleet: Fleet, logs: LogCapture) -> None:
     # Given an owed revocation of the bootstrap key, and Cekura answering normally again
     world, _key_id = owed_debt(fleet)
@@ -181,7 +170,6 @@ def test_owed_debt_is_settled(fleet: Fleet, logs: LogCapture) -> None:
             assert fleet.fake.is_live(fleet.parsed(value)["api_key"])
 
 
-@needs_settle
 def test_owed_debt_is_not_settled_while_cekura_is_down(fleet: Fleet) -> None:
     world, _key_id = owed_debt(fleet)
     fleet.fake.inject("validate", Fault(status=503, times=1000))
