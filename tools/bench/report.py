@@ -412,20 +412,31 @@ class Report:
             f"{'peak RSS':>9}"
         )
         for run in figures["runs"]:
-            ratio = run["ratio"] or 0.0
+            ratio, bound = run["ratio"], run["lower_bound_s"]
             self.line(
-                f"  {run['secrets']:>5} {run['seconds']:>7.1f}s {run['lower_bound_s']:>7.1f}s "
-                f"{ratio:>6.2f} {run['checked']:>8} {run['aws_per_secret']:>11.2f} "
+                f"  {run['secrets']:>5} {run['seconds']:>7.1f}s "
+                f"{f'{bound:.1f}s' if bound else '-':>8} {f'{ratio:.2f}' if ratio else '-':>6} "
+                f"{run['checked']:>8} {run['aws_per_secret']:>11.2f} "
                 f"{run['cekura_per_secret']:>14.2f} {run['cekura_429']:>5} "
                 f"{run['list_pages']:>12} {mb(run['peak_rss_bytes']):>9}"
             )
             done = run["checked"] == run["secrets"] and not run["unfinished"]
-            self.row(
-                f"health check, {run['secrets']} secrets",
-                f"{ratio:.2f}x bound ({run['seconds']:.1f} s), {run['checked']}/{run['secrets']}",
-                f"<= {HEALTH_GOAL}x, all checked",
-                done and ratio <= HEALTH_GOAL,
-            )
+            if ratio is None:
+                self.row(
+                    f"health check, {run['secrets']} secrets",
+                    f"within Cekura's burst ({run['seconds']:.1f} s), "
+                    f"{run['checked']}/{run['secrets']}",
+                    "all checked",
+                    done,
+                )
+            else:
+                self.row(
+                    f"health check, {run['secrets']} secrets",
+                    f"{ratio:.2f}x bound ({run['seconds']:.1f} s), "
+                    f"{run['checked']}/{run['secrets']}",
+                    f"<= {HEALTH_GOAL}x",
+                    done and ratio <= HEALTH_GOAL,
+                )
             self.row(
                 f"health calls/healthy secret, {run['secrets']}",
                 f"{run['aws_per_secret']:.2f} AWS + {run['cekura_per_secret']:.2f} Cekura "
@@ -440,7 +451,8 @@ class Report:
                 run["peak_rss_bytes"] < RSS_GOAL,
             )
         self.line(
-            "  bound = accepted Cekura requests / rate; time = the handler's run, import apart; "
+            "  bound = accepted Cekura requests / rate (none within the first second's burst); "
+            "time = the handler's run, import apart; "
             "AWS/secret = GetSecretValue per secret checked (ListSecrets pages apart, one per 100 "
             "secrets of the account)"
         )
