@@ -435,6 +435,8 @@ class HealthCheck:
                 note=late.note,
             )
         self._check_current(run, out)
+        if not out.done:
+            return out  # out of time: nothing more for this secret in this run
         if ledger.entries(secret.versions):
             self._check_debts(run, out)
         if out.current_key == "rejected":
