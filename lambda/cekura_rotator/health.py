@@ -29,6 +29,7 @@ import math
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ from cekura_rotator.health_checks import (
 from cekura_rotator.observability import count, logger, metrics, redactor
 from cekura_rotator.revocation import Proof, Revoker, VersionReader, revocation_credential
 from cekura_rotator.secret_value import SecretValue
-from cekura_rotator.secrets_store import CURRENT, SecretsStore, SecretSummary
+from cekura_rotator.secrets_store import CURRENT, SecretDescription, SecretDetails, SecretsStore
 
 CurrentKey = Literal["accepted", "rejected", "unknown", "unreadable"]
 PROG = "cekura-rotator"
@@ -264,7 +265,7 @@ class _Run:
 class _Outcome:
     """One secret's check as it goes (becomes a SecretHealth)."""
 
-    secret: SecretSummary
+    details: SecretDetails
     current_key: CurrentKey = "unknown"
     value: SecretValue | None = field(default=None, repr=False)
     status: int | None = None
@@ -284,8 +285,12 @@ class _Outcome:
     done: bool = True
 
     @property
+    def secret(self) -> SecretDescription:
+        return self.details.secret
+
+    @property
     def arn(self) -> str:
-        return self.secret.arn
+        return self.details.secret.arn
 
     @property
     def key_id(self) -> int | None:
@@ -357,9 +362,9 @@ class HealthCheck:
             start_after = None
         else:
             mine = [
-                s
-                for s in self._store.list_secrets()
-                if rotated_by(s, self._settings.rotation_function_arn)
+                d
+                for d in self._store.list_secrets()
+                if rotated_by(d.secret, self._settings.rotation_function_arn)
             ]
             targets = in_cursor_order(mine, start_after)
         run = _Run(fix=fix, now=self._now(), deadline=deadline, stop_at=_stop_at(started, deadline))
@@ -372,8 +377,8 @@ class HealthCheck:
         outcomes = [o for o in checked if o is not None and o.done]
         self._after_checks(run, outcomes)
         finished = {o.arn for o in outcomes if o.done}
-        unfinished = [s.arn for s in targets if s.arn not in finished]
-        order = [s.arn for s in targets]
+        order = [d.secret.arn for d in targets]
+        unfinished = [arn for arn in order if arn not in finished]
         return HealthReport(
             secrets=[o.health() for o in outcomes if o.done],
             unfinished=unfinished,
@@ -388,14 +393,14 @@ class HealthCheck:
 
     # -- which secrets ------------------------------------------------------------------------
 
-    def _named(self, secret_ids: Sequence[str]) -> tuple[list[SecretSummary], dict[str, str]]:
+    def _named(self, secret_ids: Sequence[str]) -> tuple[list[SecretDetails], dict[str, str]]:
         """The secrets named, each checked to be this rotator's; else why not, per id."""
-        targets: dict[str, SecretSummary] = {}
+        targets: dict[str, SecretDetails] = {}
         refused: dict[str, str] = {}
         function = unqualified(self._settings.rotation_function_arn)
         for secret_id in dict.fromkeys(secret_ids):
             try:
-                secret = self._store.summarize(secret_id)
+                details = self._store.describe_details(secret_id)
             except SecretsStoreError as e:
                 if e.code == "ResourceNotFoundException":
                     refused[secret_id] = "no such secret"
@@ -407,22 +412,24 @@ class HealthCheck:
                     )
                     continue
                 raise
-            if secret.deleted is not None:
+            secret = details.secret
+            if details.deleted_date is not None:
                 refused[secret_id] = "the secret is scheduled for deletion"
             elif not rotated_by(secret, function):
                 refused[secret_id] = (
                     f"rotated by {secret.rotation_lambda_arn or 'no function'}, not by {function}"
                 )
             else:
-                targets.setdefault(secret.arn, secret)
+                targets.setdefault(secret.arn, details)
         return list(targets.values()), refused
 
     # -- one secret ---------------------------------------------------------------------------
 
-    def _check(self, run: _Run, secret: SecretSummary) -> _Outcome:
-        out = _Outcome(secret)
+    def _check(self, run: _Run, details: SecretDetails) -> _Outcome:
+        out = _Outcome(details)
+        secret = details.secret
         self._check_pending(run, out)
-        late = overdue(secret, run.now)
+        late = overdue(details, run.now)
         out.overdue = late.overdue
         if late.note:
             out.notes.append(late.note)
@@ -757,8 +764,10 @@ class HealthCheck:
             logger.warning("Not healed: no proof that Cekura answers normally", **fields)
             return
         function_arn = out.secret.rotation_lambda_arn or self._settings.rotation_function_arn
+        version = str(uuid.uuid4())  # the new version's id (RotateSecret's ClientRequestToken)
         try:
-            version = self._store.rotate(out.arn, function_arn=function_arn)
+            # The function is named although AWS would keep the configured one: moto forgets it.
+            self._store.start_rotation(out.arn, token=version, function_arn=function_arn)
         except SecretsStoreError as e:
             out.notes.append(f"starting the healing rotation failed: {e.message}")
             logger.error("Starting the healing rotation failed", error_code=e.code, **fields)

@@ -1,7 +1,7 @@
 """The health check's decisions, free of I/O: what a secret's labels, dates and schedule say.
 
-Everything here takes a snapshot (a `SecretSummary` from ListSecrets, the time now) and returns
-a verdict; `health.py` does the calls. Tested by tables in tests/unit/test_health_checks.py.
+Everything here takes a snapshot (a secret as ListSecrets shows it, the time now) and returns a
+verdict; `health.py` does the calls. Tested by tables in tests/unit/test_health_checks.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cekura_rotator.errors import EventError
-from cekura_rotator.secrets_store import CURRENT, PENDING, SecretSummary
+from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription, SecretDetails
 
 # Overdue means the schedule missed by more than this (the rotation window is at most 24 h).
 OVERDUE_SLACK = timedelta(days=1)
@@ -30,7 +30,7 @@ def unqualified(function_arn: str) -> str:
     return ":".join(function_arn.split(":")[:7])
 
 
-def rotated_by(secret: SecretSummary, function_arn: str) -> bool:
+def rotated_by(secret: SecretDescription, function_arn: str) -> bool:
     """Whether the secret's rotation function is this one (qualifiers ignored)."""
     configured = secret.rotation_lambda_arn
     return bool(configured) and unqualified(configured or "") == unqualified(function_arn)
@@ -49,11 +49,12 @@ def is_stuck(created: datetime | None, now: datetime, hours: float) -> bool:
     return created is not None and now - created > timedelta(hours=hours)
 
 
-def rotation_interval(secret: SecretSummary) -> timedelta | str:
-    """The schedule's interval, or why there is none to judge by (a cron schedule, none)."""
-    if secret.rotate_after_days:
-        return timedelta(days=secret.rotate_after_days)
-    expression = (secret.schedule_expression or "").strip()
+def rotation_interval(rules: Mapping[str, Any]) -> timedelta | str:
+    """The schedule's interval (RotationRules), or why there is none to judge by."""
+    days = rules.get("AutomaticallyAfterDays")
+    if isinstance(days, int) and days > 0:
+        return timedelta(days=days)
+    expression = str(rules.get("ScheduleExpression") or "").strip()
     match = _RATE.fullmatch(expression)
     if match:
         amount = int(match.group(1))
@@ -72,16 +73,17 @@ class Overdue:
     note: str | None = None
 
 
-def overdue(secret: SecretSummary, now: datetime) -> Overdue:
+def overdue(details: SecretDetails, now: datetime) -> Overdue:
     """Rotation enabled, and the next rotation AWS reports more than a day past; where AWS
     reports none, the last rotation older than the schedule's interval plus a day."""
+    secret = details.secret
     if not secret.rotation_enabled:
         return Overdue(False)
     if secret.next_rotation is not None:
         late = now - secret.next_rotation
         why = f"the next rotation was due {_ago(late)} ago ({_iso(secret.next_rotation)})"
         return Overdue(True, why) if late > OVERDUE_SLACK else Overdue(False)
-    interval = rotation_interval(secret)
+    interval = rotation_interval(details.rotation_rules)
     if isinstance(interval, str):
         return Overdue(False, f"overdue not judged: {interval} and AWS reports no next rotation")
     if secret.last_rotated is None:
@@ -101,13 +103,13 @@ def heals_suppressed(accepted: int, rejected: int) -> bool:
 
 
 def in_cursor_order(
-    secrets: Sequence[SecretSummary], start_after: str | None
-) -> list[SecretSummary]:
+    secrets: Sequence[SecretDetails], start_after: str | None
+) -> list[SecretDetails]:
     """The secrets by ARN, starting after `start_after` and wrapping around."""
-    ordered = sorted(secrets, key=lambda s: s.arn)
+    ordered = sorted(secrets, key=lambda d: d.secret.arn)
     if not start_after:
         return ordered
-    split = next((i for i, s in enumerate(ordered) if s.arn > start_after), len(ordered))
+    split = next((i for i, d in enumerate(ordered) if d.secret.arn > start_after), len(ordered))
     return ordered[split:] + ordered[:split]
 
 

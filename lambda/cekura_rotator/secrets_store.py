@@ -160,62 +160,47 @@ class SecretsStore:
                 return found
             kwargs["NextToken"] = page["NextToken"]
 
-    # -- the fleet, for the health check (read-only, plus RotateSecret) --------------------------
+    # -- the fleet, for the health check and the CLI: details, listing, rotating ---------------
+    # (the same methods, with the same shapes, as the operator CLI's branch adds)
 
-    def list_secrets(self, *, page_size: int = 100) -> Iterator[SecretSummary]:
-        """Every secret of the account and region, one ListSecrets page at a time (none deleted)."""
-        kwargs: dict[str, Any] = {"MaxResults": page_size}
+    def describe_details(self, secret_id: str) -> SecretDetails:
+        """DescribeSecret, with what an operator is shown besides the rotation's needs."""
+        return _details(
+            aws_call("DescribeSecret", self._client.describe_secret, SecretId=secret_id)
+        )
+
+    def list_secrets(self) -> Iterator[SecretDetails]:
+        """Every secret of the account and region (ListSecrets, 100 a page, all pages)."""
+        kwargs: dict[str, Any] = {"MaxResults": 100}
         while True:
             page = aws_call("ListSecrets", self._client.list_secrets, **kwargs)
-            for item in page.get("SecretList", []):
-                yield _summary(item, versions_key="SecretVersionsToStages")
+            yield from (_details(item) for item in page.get("SecretList", []))
             if not page.get("NextToken"):
                 return
             kwargs["NextToken"] = page["NextToken"]
 
-    def summarize(self, secret_id: str) -> SecretSummary:
-        """DescribeSecret, as a summary like `list_secrets` gives (for secrets named by id)."""
-        out = aws_call("DescribeSecret", self._client.describe_secret, SecretId=secret_id)
-        return _summary(out, versions_key="VersionIdsToStages")
+    def start_rotation(
+        self,
+        secret_id: str,
+        *,
+        token: str,
+        function_arn: str,
+        rules: Mapping[str, Any] | None = None,
+        immediately: bool = True,
+    ) -> None:
+        """RotateSecret with the new version's id chosen by the caller (`token`).
 
-    def rotate(self, secret_id: str, *, function_arn: str) -> str:
-        """RotateSecret now, with the secret's own rotation function; returns the new version id.
-
-        The function is named although AWS would keep the configured one: moto forgets it.
+        With `immediately=False` Secrets Manager runs only testSecret (a configuration check).
         """
-        out = aws_call(
-            "RotateSecret",
-            self._client.rotate_secret,
-            SecretId=secret_id,
-            RotationLambdaARN=function_arn,
-        )
-        return str(out.get("VersionId") or "")
-
-
-@dataclass(frozen=True, slots=True)
-class SecretSummary(SecretDescription):
-    """A secret as ListSecrets (or DescribeSecret) shows it, with its rotation schedule."""
-
-    rotate_after_days: int | None = None
-    schedule_expression: str | None = None
-    deleted: datetime | None = None
-
-
-def _summary(item: Mapping[str, Any], *, versions_key: str) -> SecretSummary:
-    rules = item.get("RotationRules") or {}
-    days = rules.get("AutomaticallyAfterDays")
-    return SecretSummary(
-        arn=str(item["ARN"]),
-        name=str(item["Name"]),
-        rotation_enabled=bool(item.get("RotationEnabled")),
-        rotation_lambda_arn=item.get("RotationLambdaARN") or None,
-        versions={str(v): tuple(s) for v, s in (item.get(versions_key) or {}).items()},
-        next_rotation=item.get("NextRotationDate"),
-        last_rotated=item.get("LastRotatedDate"),
-        rotate_after_days=int(days) if days else None,
-        schedule_expression=rules.get("ScheduleExpression") or None,
-        deleted=item.get("DeletedDate"),
-    )
+        kwargs: dict[str, Any] = {
+            "SecretId": secret_id,
+            "ClientRequestToken": token,
+            "RotationLambdaARN": function_arn,
+            "RotateImmediately": immediately,
+        }
+        if rules is not None:
+            kwargs["RotationRules"] = dict(rules)
+        aws_call("RotateSecret", self._client.rotate_secret, **kwargs)
 
 
 def aws_call(operation: str, method: Any, **kwargs: Any) -> Any:
@@ -245,3 +230,35 @@ def aws_call(operation: str, method: Any, **kwargs: Any) -> Any:
             code=type(e).__name__,
             operation=operation,
         ) from e
+
+
+# -- what the operator calls return -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SecretDetails:
+    """A secret as DescribeSecret or ListSecrets shows it to an operator."""
+
+    secret: SecretDescription
+    rotation_rules: Mapping[str, Any]
+    deleted_date: datetime | None = None
+    kms_key_id: str | None = None
+
+
+def _details(out: Mapping[str, Any]) -> SecretDetails:
+    # DescribeSecret names the versions VersionIdsToStages, ListSecrets SecretVersionsToStages.
+    stages = out.get("VersionIdsToStages", out.get("SecretVersionsToStages")) or {}
+    return SecretDetails(
+        secret=SecretDescription(
+            arn=str(out["ARN"]),
+            name=str(out["Name"]),
+            rotation_enabled=bool(out.get("RotationEnabled")),
+            rotation_lambda_arn=out.get("RotationLambdaARN") or None,
+            versions={str(v): tuple(s) for v, s in stages.items()},
+            next_rotation=out.get("NextRotationDate"),
+            last_rotated=out.get("LastRotatedDate"),
+        ),
+        rotation_rules=dict(out.get("RotationRules") or {}),
+        deleted_date=out.get("DeletedDate"),
+        kms_key_id=out.get("KmsKeyId") or None,
+    )

@@ -20,13 +20,20 @@ from cekura_rotator.health_checks import (
     rotated_by,
     rotation_interval,
 )
-from cekura_rotator.secrets_store import SecretSummary
+from cekura_rotator.secrets_store import SecretDescription, SecretDetails
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:cekura-rotator"
 
 
-def secret(arn: str = "arn:s", **fields: Any) -> SecretSummary:
+def secret(arn: str = "arn:s", **fields: Any) -> SecretDetails:
+    """A secret as ListSecrets shows it; `rotate_after_days` and `schedule_expression` go to its
+    RotationRules, the rest to its description."""
+    rules: dict[str, Any] = {}
+    if "rotate_after_days" in fields:
+        rules["AutomaticallyAfterDays"] = fields.pop("rotate_after_days")
+    if "schedule_expression" in fields:
+        rules["ScheduleExpression"] = fields.pop("schedule_expression")
     values: dict[str, Any] = {
         "arn": arn,
         "name": arn.rsplit(":", 1)[-1],
@@ -35,7 +42,7 @@ def secret(arn: str = "arn:s", **fields: Any) -> SecretSummary:
         "versions": {"v1": ("AWSCURRENT",)},
         **fields,
     }
-    return SecretSummary(**values)
+    return SecretDetails(SecretDescription(**values), rules)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +57,7 @@ def secret(arn: str = "arn:s", **fields: Any) -> SecretSummary:
     ],
 )
 def test_rotated_by_compares_without_qualifier(configured: str | None, mine: bool) -> None:
-    assert rotated_by(secret(rotation_lambda_arn=configured), FUNCTION + ":live") is mine
+    assert rotated_by(secret(rotation_lambda_arn=configured).secret, FUNCTION + ":live") is mine
 
 
 @pytest.mark.parametrize(
@@ -88,7 +95,7 @@ def test_is_stuck(age_hours: float | None, limit: float, stuck: bool) -> None:
     ],
 )
 def test_rotation_interval(fields: dict[str, Any], interval: timedelta | str) -> None:
-    found = rotation_interval(secret(**fields))
+    found = rotation_interval(secret(**fields).rotation_rules)
     if isinstance(interval, str):
         assert isinstance(found, str)
         assert interval in found
@@ -152,15 +159,14 @@ def test_heals_suppressed_when_most_of_at_least_four_keys_are_rejected(
 
 def test_cursor_order_wraps_after_the_cursor_and_the_next_cursor_is_before_the_first_left() -> None:
     secrets = [secret(arn) for arn in ("arn:d", "arn:a", "arn:c", "arn:b")]
-    assert [s.arn for s in in_cursor_order(secrets, None)] == ["arn:a", "arn:b", "arn:c", "arn:d"]
-    assert [s.arn for s in in_cursor_order(secrets, "arn:b")] == [
-        "arn:c",
-        "arn:d",
-        "arn:a",
-        "arn:b",
-    ]
+
+    def arns(start_after: str | None) -> list[str]:
+        return [d.secret.arn for d in in_cursor_order(secrets, start_after)]
+
+    assert arns(None) == ["arn:a", "arn:b", "arn:c", "arn:d"]
+    assert arns("arn:b") == ["arn:c", "arn:d", "arn:a", "arn:b"]
     # A cursor whose secret is gone still splits the order where it would be
-    assert next(s.arn for s in in_cursor_order(secrets, "arn:bb")) == "arn:c"
+    assert arns("arn:bb")[0] == "arn:c"
     order = ["arn:c", "arn:d", "arn:a", "arn:b"]
     assert next_cursor(order, {"arn:a", "arn:b"}, "arn:b") == "arn:d"
     assert next_cursor(order, {"arn:c", "arn:d", "arn:a", "arn:b"}, "arn:b") == "arn:b"
