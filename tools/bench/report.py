@@ -12,10 +12,10 @@ from tools.bench.package import Package, SlimPackage
 from tools.bench.rotations import MINIMUM, REVOCATION, STEPS
 from tools.bench.stats import mb, ms, spread
 
-COLD_GOAL = 1.3
+COLD_GOAL = 1.1  # the package as plain `sam build` ships it
 WARM_GOAL = 1.25
 PRODUCTION_GOAL = 1.15  # under grace
-PACKAGE_GOAL = 10_000_000  # zipped, as deployed (with .pyc)
+PACKAGE_GOAL = 4_000_000  # zipped, as deployed (plain `sam build`, with its .pyc)
 RSS_GOAL = 90_000_000
 SCALE_GOAL = 1.5
 HEALTH_GOAL = 1.2
@@ -50,28 +50,26 @@ class Report:
     # -- sections ---------------------------------------------------------------------------
 
     def package(self, package: Package | str) -> None:
-        self.heading("Deployment package (sam build: python3.13, arm64)")
+        self.heading("Deployment package (plain sam build: python3.13, arm64, with bytecode)")
         if isinstance(package, str):
             self.line(f"  skipped: {package}")
             self.row("package size", "skipped")
             return
-        self.line(f"  built in {package.build_seconds:.1f} s")
-        self.line(f"  as built:  {mb(package.unzipped)} unzipped, {mb(package.zipped)} zipped")
+        self.line(f"  built in {package.build_seconds:.1f} s ({package.bytecode_files} .pyc)")
+        self.line(f"  as built:      {mb(package.unzipped)} unzipped, {mb(package.zipped)} zipped")
         self.line(
-            f"  with .pyc: {mb(package.precompiled_unzipped)} unzipped, "
-            f"{mb(package.precompiled_zipped)} zipped"
+            f"  without .pyc:  {mb(package.sources_unzipped)} unzipped, "
+            f"{mb(package.sources_zipped)} zipped"
         )
         self.line("  largest entries (unzipped):")
         for name, size in package.top:
             self.line(f"    {name:<28} {mb(size):>9}  {100 * size / package.unzipped:4.1f}%")
-        self.line(f"  of which botocore/data (service models): {mb(package.service_models)}")
-        self.line(f"  goal: at most {mb(PACKAGE_GOAL)} zipped, as `make build` ships it (.pyc)")
-        self.row("package, zipped / unzipped", f"{mb(package.zipped)} / {mb(package.unzipped)}")
+        self.line(f"  goal: at most {mb(PACKAGE_GOAL)} zipped, as plain `sam build` ships it")
         self.row(
-            "package zipped, with .pyc (make build)",
-            mb(package.precompiled_zipped),
+            "package zipped, as sam build ships it (.pyc)",
+            f"{mb(package.zipped)} ({mb(package.unzipped)} unzipped)",
             f"<= {mb(PACKAGE_GOAL)}",
-            package.precompiled_zipped <= PACKAGE_GOAL,
+            package.zipped <= PACKAGE_GOAL,
         )
 
     def slim(self, slim: SlimPackage | str) -> None:
@@ -127,23 +125,26 @@ class Report:
         )
         self.line(f"    first-rotation steps, ms handler/minimal: {steps}")
         ratio = figures["ratio"]
-        self.line(f"    ratio handler/minimal {ratio:.2f} (goal <= {COLD_GOAL})")
+        # The goal is for what ships; the package without bytecode is shown for comparison.
+        goal = COLD_GOAL if figures["scenario"] in ("shipped", "venv") else None
+        target = f" (goal <= {goal})" if goal else " (no goal: not what ships)"
+        self.line(f"    ratio handler/minimal {ratio:.2f}{target}")
         self.row(
             f"cold start ratio, {figures['scenario']}",
             f"{ratio:.2f} ({ms(figures['handler']['total_s'])})",
-            f"<= {COLD_GOAL}",
-            ratio <= COLD_GOAL,
+            f"<= {goal}" if goal else "",
+            ratio <= goal if goal else None,
         )
 
-    def bytecode(self, shipped: dict[str, Any], precompiled: dict[str, Any]) -> None:
-        saved = shipped["handler"]["total_s"] - precompiled["handler"]["total_s"]
-        speedup = shipped["handler"]["total_s"] / precompiled["handler"]["total_s"]
+    def bytecode(self, sources: dict[str, Any], shipped: dict[str, Any]) -> None:
+        saved = sources["handler"]["total_s"] - shipped["handler"]["total_s"]
+        speedup = sources["handler"]["total_s"] / shipped["handler"]["total_s"]
         self.line(
-            f"  shipping .pyc would save {ms(saved)} of the handler's cold start "
-            f"({speedup:.1f}x faster): Lambda's code directory is read-only, so today every "
-            "cold start compiles every module it imports"
+            f"  the shipped .pyc save {ms(saved)} of the handler's cold start "
+            f"({speedup:.1f}x faster than the same package without them): Lambda's code "
+            "directory is read-only, so without them every cold start compiles every module"
         )
-        self.row("cold start, with .pyc / as built", f"{speedup:.1f}x faster (-{ms(saved)})")
+        self.row("cold start, sam build / without .pyc", f"{speedup:.1f}x faster (-{ms(saved)})")
 
     def imports(self, breakdown: dict[str, Any]) -> None:
         total = breakdown["total_s"]
