@@ -18,6 +18,7 @@ PRODUCTION_GOAL = 1.15  # under grace
 PACKAGE_GOAL = 4_000_000  # zipped, as deployed (plain `sam build`, with its .pyc)
 RSS_GOAL = 90_000_000
 SCALE_GOAL = 1.5
+HEALTH_GOAL = 1.2
 
 
 @dataclass(frozen=True)
@@ -398,6 +399,63 @@ class Report:
         self.line(
             "  bound = accepted Cekura requests / rate; 'no limit' = the same N unthrottled, "
             "the floor that moto server and this machine's 2 cores set"
+        )
+
+    def health(self, figures: dict[str, Any]) -> None:
+        rate = figures["rate"]
+        self.heading(
+            f"Health check: one scheduled run over N healthy secrets (a fresh process), Cekura at "
+            f"{rate:g} req/s (429 + Retry-After)"
+        )
+        self.line(
+            f"  {'N':>5} {'time':>8} {'bound':>8} {'ratio':>6} {'checked':>8} "
+            f"{'AWS/secret':>11} {'Cekura/secret':>14} {'429s':>5} {'ListSecrets':>12} "
+            f"{'peak RSS':>9}"
+        )
+        for run in figures["runs"]:
+            ratio, bound = run["ratio"], run["lower_bound_s"]
+            self.line(
+                f"  {run['secrets']:>5} {run['seconds']:>7.1f}s "
+                f"{f'{bound:.1f}s' if bound else '-':>8} {f'{ratio:.2f}' if ratio else '-':>6} "
+                f"{run['checked']:>8} {run['aws_per_secret']:>11.2f} "
+                f"{run['cekura_per_secret']:>14.2f} {run['cekura_429']:>5} "
+                f"{run['list_pages']:>12} {mb(run['peak_rss_bytes']):>9}"
+            )
+            done = run["checked"] == run["secrets"] and not run["unfinished"]
+            if ratio is None:
+                self.row(
+                    f"health check, {run['secrets']} secrets",
+                    f"within Cekura's burst ({run['seconds']:.1f} s), "
+                    f"{run['checked']}/{run['secrets']}",
+                    "all checked",
+                    done,
+                )
+            else:
+                self.row(
+                    f"health check, {run['secrets']} secrets",
+                    f"{ratio:.2f}x bound ({run['seconds']:.1f} s), "
+                    f"{run['checked']}/{run['secrets']}",
+                    f"<= {HEALTH_GOAL}x",
+                    done and ratio <= HEALTH_GOAL,
+                )
+            self.row(
+                f"health calls/healthy secret, {run['secrets']}",
+                f"{run['aws_per_secret']:.2f} AWS + {run['cekura_per_secret']:.2f} Cekura "
+                f"(+ {run['list_pages']} ListSecrets pages)",
+                "1 AWS + 1 Cekura",
+                run["aws_per_secret"] <= 1 and run["cekura_per_secret"] <= 1,
+            )
+            self.row(
+                f"peak RSS, health check {run['secrets']}",
+                mb(run["peak_rss_bytes"]),
+                f"< {mb(RSS_GOAL)}",
+                run["peak_rss_bytes"] < RSS_GOAL,
+            )
+        self.line(
+            "  bound = accepted Cekura requests / rate (none within the first second's burst); "
+            "time = the handler's run, import apart; "
+            "AWS/secret = GetSecretValue per secret checked (ListSecrets pages apart, one per 100 "
+            "secrets of the account)"
         )
 
     def summary(self) -> None:
