@@ -801,18 +801,15 @@ class HealthCheck:
         return run.admins[(out.heal_with, project)]
 
     def _admin_accepted(self, run: _Run, admin: AdminCredential, project: int) -> bool:
-        """Whether Cekura accepts the admin credential (asked once per run): a validate for the
-        project with an admin API key, a key listing with a dashboard session (validate takes
-        API keys only)."""
+        """Whether Cekura accepts the admin credential and shows it the project (asked once
+        per run, with one bounded project listing: it takes a dashboard session as well as an
+        API key, where validate takes API keys only)."""
         if (admin.arn, project) not in run.admin_answers:
             accepted = False
             try:
-                if admin.credential.kind == "api_key":
-                    self._cekura.validate(
-                        admin.credential, project_id=project, deadline=run.deadline
-                    )
-                else:
-                    self._cekura.list_keys(admin.credential, deadline=run.deadline)
+                accepted = self._cekura.sees_project(
+                    admin.credential, project_id=project, deadline=run.deadline
+                )
             except CekuraError as e:
                 logger.warning(
                     "Cekura does not accept the admin credential",
@@ -820,8 +817,14 @@ class HealthCheck:
                     status=e.status,
                 )
             else:
-                accepted = True
-                run.prove(f"Cekura accepted admin secret {admin.arn}")
+                if accepted:
+                    run.prove(f"Cekura accepted admin secret {admin.arn}")
+                else:
+                    logger.warning(
+                        "Cekura does not show the admin credential the secret's project",
+                        admin_secret_arn=admin.arn,
+                        project_id=project,
+                    )
             run.admin_answers[(admin.arn, project)] = accepted
         return run.admin_answers[(admin.arn, project)]
 

@@ -326,14 +326,16 @@ def test_alone_a_dead_key_heals_on_the_admin_credentials_proof(
     # When the health check runs
     with fleet.deployed():
         report = fleet.check().run()
-    # Then the admin credential was asked once (validate, as an admin API key) and its answer
-    # was the proof that Cekura answers normally: the secret was healed
+    # Then the admin credential was asked once before the heal (one project listing, filtered to
+    # the secret's project) and its answer was the proof that Cekura answers normally: the
+    # secret was healed
     assert report.healed == [dead.arn]
     admin_id = fleet.fake.key_id(fleet.admin.credential) if fleet.admin else None
     asked = [
-        r for r in fleet.fake.requests if r.caller_key_id == admin_id and r.route == "validate"
+        r for r in fleet.fake.requests if r.caller_key_id == admin_id and r.route == "projects"
     ]
     assert len(asked) == 1
+    assert asked[0].query.get("project_id") == str(dead.project_id)
     assert fleet.fake.is_live(fleet.current(dead)["api_key"])
 
 
@@ -522,6 +524,7 @@ def test_cekura_rejecting_every_key_makes_no_proof(fleet: Fleet, logs: LogCaptur
     worlds = fleet.add(3)
     fleet.with_admin()
     fleet.fake.inject("validate", Fault(status=401, times=1000))
+    fleet.fake.inject("projects", Fault(status=401, times=1000))
     before = fleet.state()
     # When the health check runs
     with fleet.deployed() as bridge:
