@@ -353,6 +353,15 @@ class StrictAws:
         """Every version's labels, as DescribeSecret would list them."""
         return {v.id: v.stages for v in self.versions(secret_id) if not v.pruned}
 
+    def created(self, secret_id: str, version_id: str) -> float | None:
+        """When the version was written, on the model's clock (None: not known to the model)."""
+        with self._lock:
+            secret = self._secret(secret_id)
+            if secret is not None:
+                self._sync(secret)
+            meta = self._meta.get((secret.arn if secret is not None else secret_id, version_id))
+            return meta.created if meta else None
+
     def readable(self, secret_id: str, version_id: str) -> bool:
         """Whether the version's KMS key is the secret's (rule 3)."""
         with self._lock:

@@ -33,7 +33,7 @@ import boto3
 import httpx
 from botocore.exceptions import ClientError
 
-from cekura_rotator import handler, ledger
+from cekura_rotator import handler, key_names, ledger
 from cekura_rotator.cekura import (
     KEYS_PATH,
     USER_AGENT,
@@ -922,6 +922,34 @@ class Harness:
         """Keys minted for this secret that no version holds, live (invariant 3)."""
         return invariants.strays_of_secret(self.fake, self.stem, self.versions())
 
+    def undecidable_debts(self) -> set[int]:
+        """Keys the rotator cannot prove unheld without decrypting what it cannot: some labelled
+        version holds a key it knows only by value (or cannot read at all), and nothing it can
+        read tells that key apart from this one. Such a debt may stay recorded (invariant 8)."""
+        everything = self.versions()
+        readable = {v.id: self.model.readable(self.arn, v.id) for v in everything}
+        # Keys whose value the rotator can read somewhere (so a value can be compared).
+        known = {self.fake.key_id(v.api_key) for v in everything if v.api_key and readable[v.id]}
+        names = {k.id: k.name for k in self.fake.all_keys()}
+        undecidable = set()
+        for key_id in {self.fake.key_id(v.api_key) for v in everything if v.api_key}:
+            if key_id is None:
+                continue
+            tag = key_names.tag_of(names.get(key_id, ""), self.stem)
+            minted_for = next((v.id for v in everything if tag and v.id.startswith(tag)), None)
+            minted_at = self.model.created(self.arn, minted_for) if minted_for else None
+            for held in (v for v in everything if v.held and v.api_key):
+                if readable[held.id] and held.key_id is not None:
+                    continue  # told apart by id
+                if readable[held.id] and key_id in known:
+                    continue  # told apart by value
+                held_at = self.model.created(self.arn, held.id)
+                if not readable[held.id] and minted_at and held_at and held_at < minted_at:
+                    continue  # written before the key existed: cannot hold it
+                undecidable.add(key_id)
+                break
+        return undecidable
+
     def sweep_can_be_safe(self) -> bool:
         """Whether a sweep could tell every labelled key by id: no version someone may read a
         key through is unreadable to the rotator (KMS) or holds a key without `key_id`."""
@@ -997,6 +1025,7 @@ class Harness:
                 excused=excused,
                 scope=scope,
                 log_text=self.log_text,
+                undecidable=self.undecidable_debts(),
             ),
             lambda: invariants.labelled_keys_live(self.fake, all_versions, excused=excused),
         )

@@ -387,12 +387,15 @@ def debts_settled(
     excused: set[int],
     scope: set[int] | None = None,
     log_text: str = "",
+    undecidable: set[int] | None = None,
 ) -> list[str]:
     """After the faults cleared and two more rotations: every live key that no labelled version
     holds any more is deleted where the rotator could delete it (deletion allowed, the key in
     its credential's `scope` of projects (None: every project), and known by id), and otherwise
     recorded (owed, grace or manual), or given up loudly (an ERROR line in `log_text` names it or
-    its version: the budget of labels had no room). (A key several versions hold is judged once.)
+    its version: the budget of labels had no room). A key in `undecidable` (no reading the
+    rotator can make proves that no label holds it) may stay recorded. (A key several versions
+    hold is judged once.)
     """
     everything = list(all_versions)
     logged_keys, logged_versions = given_up(log_text)
@@ -418,6 +421,7 @@ def debts_settled(
             deletion_allowed
             and key_id in named
             and (scope is None or projects.get(key_id) in scope)
+            and key_id not in (undecidable or set())
         )
         if deletable:
             problems.append(
