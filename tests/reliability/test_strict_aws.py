@@ -481,3 +481,29 @@ def test_unlabelled_versions_are_deprecated_and_dated(aws: Clients) -> None:
     assert (dates[newest] - dates[old]).total_seconds() >= 3600
     # ... and the tests' own client still sees every version
     assert old in aws.person.describe_secret(SecretId=aws.arn)["VersionIdsToStages"]
+
+
+def test_pending_may_be_cleaned_up_as_soon_as_current_moved(aws: Clients) -> None:
+    # Given a rotation whose finishSecret has just moved AWSCURRENT (AWSPENDING shares its
+    # version), and another still in progress elsewhere would not be touched
+    token = aws.rotate()
+    aws.rotator.put_secret_value(
+        SecretId=aws.arn, ClientRequestToken=token, SecretString="v1", VersionStages=["AWSPENDING"]
+    )
+    assert not aws.model.remove_pending(aws.arn, token)  # not AWSCURRENT yet: nothing done
+    aws.rotator.update_secret_version_stage(
+        SecretId=aws.arn,
+        VersionStage="AWSCURRENT",
+        MoveToVersionId=token,
+        RemoveFromVersionId=str(aws.holder("AWSCURRENT")),
+    )
+    # When Secrets Manager cleans up at once
+    assert aws.model.remove_pending(aws.arn, token)
+    # Then AWSPENDING is gone, and the finishSecret's own removal of it is refused
+    assert aws.labels()[token] == ["AWSCURRENT"]
+    with pytest.raises(ClientError) as refused:
+        aws.rotator.update_secret_version_stage(
+            SecretId=aws.arn, VersionStage="AWSPENDING", RemoveFromVersionId=token
+        )
+    assert _code(refused.value) == "InvalidParameterException"
+    assert aws.model.counts["pending-removed"] == 1
