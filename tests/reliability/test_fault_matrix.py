@@ -516,6 +516,9 @@ def _actor_cases(policy: str, mode: Mode) -> list[ActorCase]:
             "labels-full-before-finish",
             act=_at(Step.FINISH, lambda h, t: h.fill_labels(0, beyond_reserved=True)),
         ),
+        # An application takes every label left while the rotator holds records: the move of
+        # AWSCURRENT (which under `immediate` needs a new AWSPREVIOUS) must find room in them.
+        case("labels-all-taken-before-finish", act=_at(Step.FINISH, lambda h, t: h.fill_labels(0))),
         case("reads-lag-writes", setup=_world(read_lag=3), clean=True),
         case("writes-throttled", setup=_world(throttle_rate=0.2), clean=True, may_fail=True),
         case(
