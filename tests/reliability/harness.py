@@ -942,9 +942,9 @@ class Harness:
                 if readable[held.id] and held.key_id is not None:
                     continue  # told apart by id
                 if readable[held.id] and key_id in known:
-                    continue  # told apart by value
+                    continue  # told apart by value (the owed key's value can be read)
                 held_at = self.model.created(self.arn, held.id)
-                if not readable[held.id] and minted_at and held_at and held_at < minted_at:
+                if minted_at and held_at and held_at < minted_at:
                     continue  # written before the key existed: cannot hold it
                 undecidable.add(key_id)
                 break
