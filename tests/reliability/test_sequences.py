@@ -500,8 +500,8 @@ def test_random_sequences(rig: Rig, ledger: Ledger, reliability_full: bool) -> N
     # sequence, and the rotator making independent calls side by side as it does in Lambda
     rig.parallel_calls = 4
     # When hypothesis runs random sequences of rotations, faults, kills, retries and actors
-    examples = 1_000 if reliability_full else 50
-    ran = _run_machine(rig, ledger, examples=examples, steps=30 if reliability_full else 20)
+    examples = 1_000 if reliability_full else 100
+    ran = _run_machine(rig, ledger, examples=examples, steps=30 if reliability_full else 25)
     # Then every invariant held in every sequence, they all ran, every kind of event happened,
     # and rotations completed (so the checks made at completion were reached)
     assert ledger.sequences >= examples
