@@ -6,7 +6,7 @@ disagree on which version an unqualified read returns after a label move.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -130,6 +130,99 @@ class SecretsStore:
             kwargs["RemoveFromVersionId"] = from_version
         aws_call("UpdateSecretVersionStage", self._client.update_secret_version_stage, **kwargs)
 
+    # -- for the operator CLI: listing, versions with dates, creating, starting rotations --------
+
+    def describe_details(self, secret_id: str) -> SecretDetails:
+        """DescribeSecret, with what an operator is shown besides the rotation's needs."""
+        return _details(
+            aws_call("DescribeSecret", self._client.describe_secret, SecretId=secret_id)
+        )
+
+    def list_secrets(self) -> Iterator[SecretDetails]:
+        """Every secret of the account and region (ListSecrets, 100 a page, all pages)."""
+        kwargs: dict[str, Any] = {"MaxResults": 100}
+        while True:
+            page = aws_call("ListSecrets", self._client.list_secrets, **kwargs)
+            yield from (_details(item) for item in page.get("SecretList", []))
+            if not page.get("NextToken"):
+                return
+            kwargs["NextToken"] = page["NextToken"]
+
+    def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        """Every version with its labels and creation time, deprecated ones included (DescribeSecret
+        names only labelled versions)."""
+        found: list[VersionInfo] = []
+        kwargs: dict[str, Any] = {
+            "SecretId": secret_id,
+            "IncludeDeprecated": True,
+            "MaxResults": 100,
+        }
+        while True:
+            page = aws_call("ListSecretVersionIds", self._client.list_secret_version_ids, **kwargs)
+            found.extend(
+                VersionInfo(
+                    str(item["VersionId"]),
+                    tuple(item.get("VersionStages", ())),
+                    item.get("CreatedDate"),
+                )
+                for item in page.get("Versions", [])
+            )
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
+
+    def create_secret(
+        self,
+        name: str,
+        *,
+        value: str,
+        token: str,
+        description: str | None = None,
+        kms_key_id: str | None = None,
+    ) -> tuple[str, str]:
+        """CreateSecret with `value` as its AWSCURRENT version; returns (ARN, version id)."""
+        kwargs: dict[str, Any] = {"Name": name, "SecretString": value, "ClientRequestToken": token}
+        if description is not None:
+            kwargs["Description"] = description
+        if kms_key_id is not None:
+            kwargs["KmsKeyId"] = kms_key_id
+        out = aws_call("CreateSecret", self._client.create_secret, **kwargs)
+        return str(out["ARN"]), str(out["VersionId"])
+
+    def put_current(self, secret_id: str, *, value: str, token: str) -> str:
+        """Store `value` as a new AWSCURRENT version (PutSecretValue); returns its version id."""
+        out = aws_call(
+            "PutSecretValue",
+            self._client.put_secret_value,
+            SecretId=secret_id,
+            SecretString=value,
+            ClientRequestToken=token,
+        )
+        return str(out["VersionId"])
+
+    def start_rotation(
+        self,
+        secret_id: str,
+        *,
+        token: str,
+        function_arn: str,
+        rules: Mapping[str, Any] | None = None,
+        immediately: bool = True,
+    ) -> None:
+        """RotateSecret with the new version's id chosen by the caller (`token`).
+
+        With `immediately=False` Secrets Manager runs only testSecret (a configuration check).
+        """
+        kwargs: dict[str, Any] = {
+            "SecretId": secret_id,
+            "ClientRequestToken": token,
+            "RotationLambdaARN": function_arn,
+            "RotateImmediately": immediately,
+        }
+        if rules is not None:
+            kwargs["RotationRules"] = dict(rules)
+        aws_call("RotateSecret", self._client.rotate_secret, **kwargs)
+
 
 def aws_call(operation: str, method: Any, **kwargs: Any) -> Any:
     """Call an AWS client method, turning every failure into SecretsStoreError."""
@@ -158,3 +251,44 @@ def aws_call(operation: str, method: Any, **kwargs: Any) -> Any:
             code=type(e).__name__,
             operation=operation,
         ) from e
+
+
+# -- what the operator calls return -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SecretDetails:
+    """A secret as DescribeSecret or ListSecrets shows it to an operator."""
+
+    secret: SecretDescription
+    rotation_rules: Mapping[str, Any]
+    deleted_date: datetime | None = None
+    kms_key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """One version as ListSecretVersionIds shows it."""
+
+    version_id: str
+    stages: tuple[str, ...]
+    created: datetime | None
+
+
+def _details(out: Mapping[str, Any]) -> SecretDetails:
+    # DescribeSecret names the versions VersionIdsToStages, ListSecrets SecretVersionsToStages.
+    stages = out.get("VersionIdsToStages", out.get("SecretVersionsToStages")) or {}
+    return SecretDetails(
+        secret=SecretDescription(
+            arn=str(out["ARN"]),
+            name=str(out["Name"]),
+            rotation_enabled=bool(out.get("RotationEnabled")),
+            rotation_lambda_arn=out.get("RotationLambdaARN") or None,
+            versions={str(v): tuple(s) for v, s in stages.items()},
+            next_rotation=out.get("NextRotationDate"),
+            last_rotated=out.get("LastRotatedDate"),
+        ),
+        rotation_rules=dict(out.get("RotationRules") or {}),
+        deleted_date=out.get("DeletedDate"),
+        kms_key_id=out.get("KmsKeyId") or None,
+    )
