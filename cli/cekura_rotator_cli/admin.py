@@ -27,7 +27,7 @@ from cekura_rotator_cli.console import Console
 DEFAULT_VARIABLE = "CEKURA_ADMIN_SECRET_ARN"
 ALLOWED_VARIABLE = "CEKURA_ALLOWED_ADMIN_SECRET_ARNS"
 Source = Literal["secret", "function", "none", "unknown"]
-_SOURCES: Mapping[Source, str] = {
+SOURCES: Mapping[Source, str] = {
     "secret": "named by the secret (admin_secret_arn)",
     "function": f"the function's default ({DEFAULT_VARIABLE})",
     "none": "none: keys are minted with the key being replaced",
@@ -49,8 +49,8 @@ class AdminView:
 
     def lines(self) -> list[str]:
         if self.arn is None:
-            return [f"Admin secret       {_SOURCES[self.source]}"]
-        lines = [f"Admin secret       {self.arn} ({_SOURCES[self.source]})"]
+            return [f"Admin secret       {SOURCES[self.source]}"]
+        lines = [f"Admin secret       {self.arn} ({SOURCES[self.source]})"]
         if self.fingerprint:
             lines.append(f"  credential       {self.kind} {self.fingerprint}")
         if self.allowed is False:

@@ -125,12 +125,13 @@ def test_bootstrap_mints_the_first_key_with_the_admin_credential(
 
 
 def test_bootstrap_refuses_a_project_outside_the_admin_secrets_projects(
-    stack: LocalStack,
+    stack: LocalStack, allow_admin: Callable[[str], None]
 ) -> None:
-    # Given an admin secret limited to another project
+    # Given an admin secret the function allows, limited to another project
     project = stack.fake.create_project("boot-outside", organization="Acme")
     other = stack.fake.create_project("boot-other", organization="Acme")
     arn, credential = admin_secret(stack, project, "bearer_token", projects=[other])
+    allow_admin(arn)
     name = f"cekura/{uuid.uuid4().hex[:8]}"
     stack.fake.reset_requests()
 
@@ -153,13 +154,14 @@ def test_bootstrap_refuses_a_project_outside_the_admin_secrets_projects(
     ids=["not JSON", "no credential field"],
 )
 def test_bootstrap_with_a_bad_admin_secret_creates_nothing(
-    stack: LocalStack, value: str, field: str
+    stack: LocalStack, allow_admin: Callable[[str], None], value: str, field: str
 ) -> None:
-    # Given an admin secret that is not in the admin format
+    # Given an admin secret the function allows, but that is not in the admin format
     project = stack.fake.create_project("boot-bad-admin", organization="Acme")
     arn = stack.client().create_secret(
         Name=f"cekura/bad-{uuid.uuid4().hex[:6]}", SecretString=value
     )["ARN"]
+    allow_admin(arn)
     name = f"cekura/{uuid.uuid4().hex[:8]}"
     stack.fake.reset_requests()
 

@@ -1,0 +1,199 @@
+"""`rotate --cancel`: unstick a stuck rotation.
+
+A rotation is stuck when AWSPENDING sits on a version that is not AWSCURRENT: Secrets Manager
+then refuses every new rotation. Taking the label off is safe only when no step of that rotation
+can still run, and the only witness is the function's log: no step logged anything for the
+version for longer than the function's timeout (a step lasts at most that long, and each step
+logs when it ends), and the version itself is older than that. Without that proof (the log
+unreadable, a step logged recently) the command refuses.
+
+The key createSecret minted into the version is live at Cekura: before AWSPENDING goes, it is
+recorded as owed (`cekura_rotator.ledger`), so later rotations and the health check revoke it.
+Both changes run with Ctrl-C held (record first: a crash in between leaves the record and the
+stuck label, and running the command again finishes the job).
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timedelta
+
+from cekura_rotator import key_names, ledger
+from cekura_rotator.config import Config
+from cekura_rotator.errors import ConfigError
+from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription, SecretsStore
+from cekura_rotator_cli.aws import FunctionInfo, FunctionLog
+from cekura_rotator_cli.context import Run
+from cekura_rotator_cli.errors import EXIT_FAILED, EXIT_OK, AwsError, CliError
+from cekura_rotator_cli.reading import (
+    Read,
+    find_secret,
+    key_label,
+    read_version,
+    require_rotation,
+    time_text,
+)
+
+# Lambda's clock and CloudWatch's may run a little ahead of or behind this machine's.
+QUIET_MARGIN = timedelta(seconds=2)
+# Log pages read for one version over one timeout: a step logs a handful of lines.
+_LOG_PAGES = 20
+
+
+def cancel(args: argparse.Namespace, run: Run) -> int:
+    store = run.aws.store()
+    secret = find_secret(run, args.secret_id)
+    pending = secret.version_with(PENDING)
+    if pending is None or pending == secret.version_with(CURRENT):
+        run.console.result(
+            {"secret_arn": secret.arn, "cancelled": None, "recorded": None},
+            [f"Nothing to cancel: no rotation of {secret.name} is pending; nothing was changed."],
+        )
+        return EXIT_OK
+    function_arn = require_rotation(secret, run)
+    function = _function(run, secret, function_arn, pending)
+    now = run.now()
+    _prove_no_step_runs(
+        run, store=store, secret=secret, function=function, pending=pending, now=now
+    )
+    read = read_version(store, secret.arn, pending, run.console)
+    label = _owed_label(secret, pending, read, function)
+    if label is not None and not ledger.room_to_record(secret.versions):
+        raise CliError(
+            f"the record of owed revocations is full, so the key in version {pending} could not "
+            "be recorded; nothing was changed. Settle records first (`"
+            + run.command("revocations", "list", "--secret-id", secret.arn)
+            + "`), then run this again",
+            EXIT_FAILED,
+        )
+    with run.changes():
+        if label is not None and label not in secret.stages_of(pending):
+            store.move_stage(secret.arn, stage=label, to_version=pending, from_version=None)
+            run.changed.append(f"recorded the key in version {pending} as owed ({label})")
+        store.move_stage(secret.arn, stage=PENDING, to_version=None, from_version=pending)
+        run.changed.append(f"took AWSPENDING off version {pending}")
+    key = key_label(read.value) if read.value is not None else None
+    lines = [f"Cancelled the rotation of {secret.name}: AWSPENDING is off version {pending}."]
+    if label is not None:
+        lines.append(
+            f"The key minted there ({key}) is recorded as owed ({label}): later rotations and "
+            "the health check revoke it."
+        )
+    else:
+        lines.append("The version held no key, so nothing is owed.")
+    lines.append(
+        "A new rotation can start: " + run.command("rotate", "--secret-id", secret.arn, "--wait")
+    )
+    run.console.result(
+        {"secret_arn": secret.arn, "cancelled": pending, "recorded": label, "key": key}, lines
+    )
+    return EXIT_OK
+
+
+def _function(run: Run, secret: SecretDescription, function_arn: str, pending: str) -> FunctionInfo:
+    try:
+        return run.aws.function(function_arn)
+    except AwsError as e:
+        raise _refusal(
+            run,
+            secret,
+            pending,
+            f"the function's timeout cannot be read ({e.message}), so it cannot be told how "
+            "long a step may run",
+            "grant yourself lambda:GetFunctionConfiguration on it",
+        ) from None
+
+
+def _prove_no_step_runs(
+    run: Run,
+    *,
+    store: SecretsStore,
+    secret: SecretDescription,
+    function: FunctionInfo,
+    pending: str,
+    now: datetime,
+) -> None:
+    """Raise unless the log proves that no step for `pending` runs, or can still run."""
+    quiet = timedelta(seconds=function.timeout) + QUIET_MARGIN
+    created = next(
+        (v.created for v in store.list_versions(secret.arn) if v.version_id == pending), None
+    )
+    if created is None or now - created < quiet:
+        raise _refusal(
+            run,
+            secret,
+            pending,
+            f"the rotation started at {time_text(created)}, less than the function's timeout "
+            f"({function.timeout}s) ago, so a step may still run",
+            "wait, then run this again",
+        )
+    log = FunctionLog(run.aws, function.arn, now - quiet)
+    events, complete = log.timed_events(pending, since=now - quiet, pages=_LOG_PAGES)
+    if not log.enabled:
+        raise _refusal(
+            run,
+            secret,
+            pending,
+            f"{log.unreadable_text()}, so it cannot be shown that no step runs",
+            f"grant yourself logs:FilterLogEvents on {log.group} (or run this where you may "
+            "read it)",
+        )
+    if not complete:
+        raise _refusal(
+            run,
+            secret,
+            pending,
+            f"the log holds more for this version than {_LOG_PAGES} pages in the last "
+            f"{quiet.total_seconds():.0f}s, so a step is still busy",
+            "wait, then run this again",
+        )
+    cutoff = (now - quiet).timestamp() * 1000
+    recent = [stamp for stamp, _ in events if stamp >= cutoff]
+    if recent:
+        last = datetime.fromtimestamp(max(recent) / 1000, tz=now.tzinfo)
+        raise _refusal(
+            run,
+            secret,
+            pending,
+            f"the function logged a step for it at {time_text(last)}, less than its timeout "
+            f"({function.timeout}s) ago, so a step may still run",
+            "wait, then run this again",
+        )
+
+
+def _refusal(
+    run: Run, secret: SecretDescription, pending: str, why: str, what_to_do: str
+) -> CliError:
+    return CliError(
+        f"refused to cancel the rotation of version {pending}: {why}; nothing was changed. "
+        f"To cancel it, {what_to_do}: `"
+        + run.command("rotate", "--cancel", "--secret-id", secret.arn)
+        + "`",
+        EXIT_FAILED,
+    )
+
+
+def _owed_label(
+    secret: SecretDescription, pending: str, read: Read, function: FunctionInfo
+) -> str | None:
+    """The record for the key in the pending version, in the ledger's vocabulary; None when
+    the version holds no value (createSecret never stored a key)."""
+    if read.kind == "empty":
+        return None
+    value = read.value
+    if value is None or value.key_id is None:
+        # The key is not known by id (an unreadable or unusual value): the settler reads the
+        # version to find it.
+        return ledger.entry_label(ledger.State.OWED, version_id=pending, key=None)
+    try:
+        config = Config.from_env(function.environment)
+    except ConfigError:
+        config = None
+    project = value.project_id or (config.default_project_id if config else None)
+    minted_here = config is not None and key_names.minted_for(
+        value.key_name,
+        key_names.key_stem(config.key_name_prefix, secret.name, secret.arn),
+        pending,
+    )
+    key = ledger.KeyRef(value.key_id, project, minted_here=minted_here)
+    return ledger.entry_label(ledger.State.OWED, version_id=pending, key=key)
