@@ -148,6 +148,27 @@ class SecretsStore:
                 return
             kwargs["NextToken"] = page["NextToken"]
 
+    def read_with_date(
+        self, secret_id: str, *, version_id: str
+    ) -> tuple[str | bytes | None, datetime | None]:
+        """A version's value (None if it has none) and when the version was created."""
+        try:
+            out = aws_call(
+                "GetSecretValue",
+                self._client.get_secret_value,
+                SecretId=secret_id,
+                VersionId=version_id,
+            )
+        except SecretsStoreError as e:
+            if e.code == "ResourceNotFoundException":
+                return None, None
+            raise
+        created = out.get("CreatedDate")
+        if "SecretString" in out:
+            return str(out["SecretString"]), created
+        binary = out.get("SecretBinary")
+        return (bytes(binary) if binary is not None else None), created
+
     def list_versions(self, secret_id: str) -> list[VersionInfo]:
         """Every version with its labels and creation time, deprecated ones included (DescribeSecret
         names only labelled versions)."""
