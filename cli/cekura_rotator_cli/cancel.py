@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from cekura_rotator import key_names, ledger
 from cekura_rotator.config import Config
 from cekura_rotator.errors import ConfigError
-from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription, SecretsStore
+from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription
 from cekura_rotator_cli.aws import FunctionInfo, FunctionLog
 from cekura_rotator_cli.context import Run
 from cekura_rotator_cli.errors import EXIT_FAILED, EXIT_OK, AwsError, CliError
@@ -53,10 +53,13 @@ def cancel(args: argparse.Namespace, run: Run) -> int:
     function_arn = require_rotation(secret, run)
     function = _function(run, secret, function_arn, pending)
     now = run.now()
-    _prove_no_step_runs(
-        run, store=store, secret=secret, function=function, pending=pending, now=now
-    )
     read = read_version(store, secret.arn, pending, run.console)
+    created = read.created or next(
+        (v.created for v in store.list_versions(secret.arn) if v.version_id == pending), None
+    )
+    _prove_no_step_runs(
+        run, secret=secret, function=function, pending=pending, created=created, now=now
+    )
     label = _owed_label(secret, pending, read, function)
     if label is not None and not ledger.room_to_record(secret.versions):
         raise CliError(
@@ -107,17 +110,14 @@ def _function(run: Run, secret: SecretDescription, function_arn: str, pending: s
 def _prove_no_step_runs(
     run: Run,
     *,
-    store: SecretsStore,
     secret: SecretDescription,
     function: FunctionInfo,
     pending: str,
+    created: datetime | None,
     now: datetime,
 ) -> None:
     """Raise unless the log proves that no step for `pending` runs, or can still run."""
     quiet = timedelta(seconds=function.timeout) + QUIET_MARGIN
-    created = next(
-        (v.created for v in store.list_versions(secret.arn) if v.version_id == pending), None
-    )
     if created is None or now - created < quiet:
         raise _refusal(
             run,

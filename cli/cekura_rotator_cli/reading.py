@@ -53,6 +53,7 @@ class Read:
     problem: str | None = None
     kind: Literal["ok", "unreadable", "empty", "malformed"] = "ok"
     code: str | None = None
+    created: datetime | None = None  # when the version was created, if it could be read
 
 
 def find_secret(run: Run, secret_id: str) -> SecretDescription:
@@ -64,7 +65,7 @@ def find_secret(run: Run, secret_id: str) -> SecretDescription:
 def read_version(store: SecretsStore, arn: str, version_id: str, console: Console) -> Read:
     """A version's parsed value, or why there is none. Never raises for one bad version."""
     try:
-        raw = store.read(arn, version_id=version_id)
+        raw, created = store.read_with_date(arn, version_id=version_id)
     except SecretsStoreError as e:
         return Read(problem=f"cannot be read: {e.message}", kind="unreadable", code=e.code)
     if raw is None:
@@ -74,9 +75,13 @@ def read_version(store: SecretsStore, arn: str, version_id: str, console: Consol
     try:
         value = SecretValue.parse(raw, default_project_id=None)
     except SecretFormatError as e:
-        return Read(problem=f"is not in the documented format: {e.message}", kind="malformed")
+        return Read(
+            problem=f"is not in the documented format: {e.message}",
+            kind="malformed",
+            created=created,
+        )
     console.watch(value.api_key)
-    return Read(value)
+    return Read(value, created=created)
 
 
 def current_value(store: SecretsStore, secret: SecretDescription, console: Console) -> Read:

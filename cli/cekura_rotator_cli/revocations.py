@@ -170,8 +170,8 @@ def entries(store: SecretsStore, secret: SecretDescription, run: Run) -> list[Ow
     for entry in recorded:
         read = read_version(store, secret.arn, entry.version_id, run.console)
         version = Version(
-            entry.version_id, secret.stages_of(entry.version_id), created.get(entry.version_id),
-            read.value, read.problem,
+            entry.version_id, secret.stages_of(entry.version_id),
+            read.created or created.get(entry.version_id), read.value, read.problem,
         )  # fmt: skip
         found.append(Owed(secret, entry, version))
     return found

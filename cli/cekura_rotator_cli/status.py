@@ -125,9 +125,8 @@ def secret_status(args: argparse.Namespace, run: Run) -> int:
     versions = []
     for info in store.list_versions(secret.arn):
         read = read_version(store, secret.arn, info.version_id, run.console)
-        versions.append(
-            Version(info.version_id, info.stages, info.created, read.value, read.problem)
-        )
+        created = read.created or info.created  # GetSecretValue's date, where there is a value
+        versions.append(Version(info.version_id, info.stages, created, read.value, read.problem))
     epoch = datetime.min.replace(tzinfo=UTC)
     versions.sort(
         key=lambda v: (

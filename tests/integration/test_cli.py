@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
 import socket
@@ -16,16 +15,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from cekura_rotator import handler
-from cekura_rotator.observability import logger
 from cekura_rotator.secret_value import fingerprint
 from cekura_rotator_cli.app import main
 from infra.local.fake_cekura import KEY_PREFIX, Fault
@@ -37,6 +33,7 @@ from tests.integration.cli_harness import (
     assert_one_line,
     cli,
     current_value,
+    function_log,
     rotate,
     seed,
     shared_stack,
@@ -46,7 +43,7 @@ from tests.integration.cli_harness import (
     version_with,
 )
 
-__all__ = ["shared_stack", "stack"]  # fixtures, used by name
+__all__ = ["function_log", "shared_stack", "stack"]  # fixtures, used by name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -471,37 +468,6 @@ def test_rotate_wait_fails_with_the_reason(
     assert "so the function's own reason is unknown" in result.err
     assert version_with(client, seeded.arn, "AWSCURRENT") == before
     assert_no_key_material(stack, result.text)
-
-
-class _ShipToCloudWatch(logging.Handler):
-    """What Lambda does with the function's output: each record becomes a log event."""
-
-    def __init__(self, moto_url: str):
-        super().__init__()
-        self.setFormatter(logger.registered_formatter)
-        self._logs = boto3.client("logs", region_name="us-east-1", endpoint_url=moto_url)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._logs.put_log_events(
-            logGroupName=LOG_GROUP,
-            logStreamName="local",
-            logEvents=[{"timestamp": int(record.created * 1000), "message": self.format(record)}],
-        )
-
-
-@pytest.fixture
-def function_log(stack: LocalStack) -> Iterator[None]:
-    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=stack.moto_url)
-    logs.create_log_group(logGroupName=LOG_GROUP)
-    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="local")
-    shipper = _ShipToCloudWatch(stack.moto_url)
-    logger.addHandler(shipper)
-    try:
-        yield
-    finally:
-        logger._logger.removeHandler(shipper)
-        # Later tests must again see a function whose log cannot be read.
-        logs.delete_log_group(logGroupName=LOG_GROUP)
 
 
 @pytest.mark.usefixtures("function_log")
