@@ -155,7 +155,7 @@ def _signals(console: Console) -> Iterator[None]:
         return
 
     def hangup(signum: int, frame: FrameType | None) -> None:
-        console.lose_output()
+        console.hang_up()
 
     saved: list[tuple[int, Any]] = []
     for name, handler in (("SIGPIPE", signal.SIG_IGN), ("SIGHUP", hangup)):

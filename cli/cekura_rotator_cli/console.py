@@ -34,11 +34,6 @@ class Console:
         self._lost: set[int] = set()
         self.document_written = False
 
-    @property
-    def output_lost(self) -> bool:
-        """Whether some output could not be written (it was dropped, the work went on)."""
-        return bool(self._lost)
-
     def watch(self, *values: str | None) -> None:
         """Mask these values in everything written from now on."""
         self._secrets.update(v for v in values if v)
@@ -71,10 +66,16 @@ class Console:
         where = f"{PROG} {command}" + (f": secret {subject!r}" if subject else "")
         self._write(self._stderr, " ".join(f"{where}: {message}".split()))
 
-    def lose_output(self) -> None:
-        """The terminal is gone (SIGHUP): drop everything from now on."""
+    def hang_up(self) -> None:
+        """The terminal is gone (SIGHUP): drop what would go to it from now on. A stream sent to
+        a file or a pipe is still written."""
         for stream in (self._stdout, self._stderr):
-            self._lose(stream)
+            try:
+                terminal = stream.isatty()
+            except (OSError, ValueError):
+                terminal = True
+            if terminal:
+                self._lose(stream)
 
     def _write(self, stream: TextIO, text: str) -> None:
         if id(stream) in self._lost:

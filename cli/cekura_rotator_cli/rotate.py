@@ -82,15 +82,16 @@ def start(run: Run, secret: SecretDescription, function_arn: str, *, immediately
     one already attached changes nothing there.
     """
     token = str(uuid.uuid4())
+    follow = run.command("status", "--secret-id", secret.arn)
     with run.changes():
         run.aws.store().start_rotation(
             secret.arn, token=token, function_arn=function_arn, immediately=immediately
         )
         run.changed.append(f"started a rotation (version {token})")
-    follow = run.command("status", "--secret-id", secret.arn)
-    run.aftermath = (
-        f"the rotation goes on in Secrets Manager (new version {token}); follow it with `{follow}`"
-    )
+        run.aftermath = (
+            f"the rotation goes on in Secrets Manager (new version {token}); follow it with "
+            f"`{follow}`"
+        )
     return token
 
 
