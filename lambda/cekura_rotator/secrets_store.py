@@ -44,6 +44,15 @@ class SecretDescription:
         return self.versions.get(version_id, ())
 
 
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """One version as ListSecretVersionIds lists it (deprecated ones included)."""
+
+    version_id: str
+    stages: tuple[str, ...]
+    created: datetime | None
+
+
 # The first botocore whose PutSecretValue sends RotationToken, which a rotation's writes need.
 MIN_BOTOCORE = "1.34.125"
 
@@ -130,7 +139,28 @@ class SecretsStore:
             kwargs["RemoveFromVersionId"] = from_version
         aws_call("UpdateSecretVersionStage", self._client.update_secret_version_stage, **kwargs)
 
-    # -- for the operator CLI: listing, versions with dates, creating, starting rotations --------
+    def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        """Every version with its labels and creation date, deprecated ones too (DescribeSecret
+        names only labelled versions, and no dates)."""
+        found: list[VersionInfo] = []
+        kwargs: dict[str, Any] = {
+            "SecretId": secret_id,
+            "IncludeDeprecated": True,
+            "MaxResults": 100,
+        }
+        while True:
+            page = aws_call("ListSecretVersionIds", self._client.list_secret_version_ids, **kwargs)
+            found += [
+                VersionInfo(
+                    str(v["VersionId"]), tuple(v.get("VersionStages", ())), v.get("CreatedDate")
+                )
+                for v in page.get("Versions", [])
+            ]
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
+
+    # -- for the operator CLI: details, listing, reading with dates, creating, rotating ------------
 
     def describe_details(self, secret_id: str) -> SecretDetails:
         """DescribeSecret, with what an operator is shown besides the rotation's needs."""
@@ -168,29 +198,6 @@ class SecretsStore:
             return str(out["SecretString"]), created
         binary = out.get("SecretBinary")
         return (bytes(binary) if binary is not None else None), created
-
-    def list_versions(self, secret_id: str) -> list[VersionInfo]:
-        """Every version with its labels and creation time, deprecated ones included (DescribeSecret
-        names only labelled versions)."""
-        found: list[VersionInfo] = []
-        kwargs: dict[str, Any] = {
-            "SecretId": secret_id,
-            "IncludeDeprecated": True,
-            "MaxResults": 100,
-        }
-        while True:
-            page = aws_call("ListSecretVersionIds", self._client.list_secret_version_ids, **kwargs)
-            found.extend(
-                VersionInfo(
-                    str(item["VersionId"]),
-                    tuple(item.get("VersionStages", ())),
-                    item.get("CreatedDate"),
-                )
-                for item in page.get("Versions", [])
-            )
-            if not page.get("NextToken"):
-                return found
-            kwargs["NextToken"] = page["NextToken"]
 
     def create_secret(
         self,
@@ -285,15 +292,6 @@ class SecretDetails:
     rotation_rules: Mapping[str, Any]
     deleted_date: datetime | None = None
     kms_key_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
-    """One version as ListSecretVersionIds shows it."""
-
-    version_id: str
-    stages: tuple[str, ...]
-    created: datetime | None
 
 
 def _details(out: Mapping[str, Any]) -> SecretDetails:

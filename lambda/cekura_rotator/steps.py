@@ -2,45 +2,51 @@
 
 Written for Secrets Manager's behaviour on AWS, where any step may be retried with the same event:
 every step checks the state it finds and does only the part that is not done yet.
+
+What a rotation owes is decided when it begins: createSecret records the key the policy will
+revoke (grace: AWSPREVIOUS's; immediate: AWSCURRENT's and AWSPREVIOUS's) before it mints, so that
+a person's PutSecretValue during the rotation cannot shift the debt onto the key that was current
+a second ago. finishSecret records as `grace` a version that its move strips of AWSPREVIOUS without
+a debt on record (superseded mid-rotation: readers may still hold it), moves AWSCURRENT, then
+settles what may go now (`revocation`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
 
+from cekura_rotator import key_names, ledger
 from cekura_rotator.cekura import CekuraClient, Credential
 from cekura_rotator.config import Config, RevocationPolicy
 from cekura_rotator.credentials import AdminCredential, admin_arn_for, load_admin_credential
 from cekura_rotator.errors import (
     AdminSecretError,
     CekuraAuthError,
-    CekuraError,
     CekuraForbiddenError,
     CekuraRefusedError,
-    EventError,
     KeyValidationError,
     OrphanKeyError,
     RotationStateError,
     RotatorError,
     SecretsStoreError,
 )
+from cekura_rotator.event import RotationRequest, Step
+from cekura_rotator.ledger import UNTESTED, State
 from cekura_rotator.observability import count, logger, redactor
+from cekura_rotator.parallel import Calls
 from cekura_rotator.revocation import (
-    KEY_TAG_CHARS,
-    UNTESTED,
-    Revocation,
+    HeldKey,
     Revoker,
+    Scope,
+    SettleReport,
+    SweepScope,
     VersionReader,
-    held_versions,
-    owed_revocations,
+    key_ref,
+    revocation_credential,
 )
 from cekura_rotator.secret_value import MintedKey, SecretValue
 from cekura_rotator.secrets_store import (
@@ -51,100 +57,13 @@ from cekura_rotator.secrets_store import (
     SecretsStore,
 )
 
-_TOKEN_TAG_CHARS = KEY_TAG_CHARS
-_ARN_TAG_CHARS = 8
+__all__ = ["RotationRequest", "Rotator", "Step"]
+
 # testSecret's re-reads of a pending value not found, before it takes the version for
 # RotateSecret's configuration check (whose pending version has no value at all).
 _CONSISTENCY_PAUSES = (0.3, 1.0)
-_MAX_KEY_NAME = 120
-
 
 _T = TypeVar("_T")
-_U = TypeVar("_U")
-
-
-class Calls:
-    """Runs independent calls side by side: on a real network a step mostly waits.
-
-    With one worker the calls run in the order given, which keeps fault injection by call
-    count deterministic in tests. A failure is raised once every call has ended.
-    """
-
-    def __init__(self, workers: int = 1):
-        self._pool = ThreadPoolExecutor(workers, "rotator") if workers > 1 else None
-
-    def run(self, *calls: Callable[[], object]) -> list[object]:
-        """Every call's result, in the order given. A failure (the first in that order) is
-        raised only once every call has ended: none may run on into a later invocation."""
-        if self._pool is None:
-            return [call() for call in calls]
-        futures = [self._pool.submit(call) for call in calls]
-        wait(futures)
-        return [future.result() for future in futures]
-
-    def pair(self, first: Callable[[], _T], second: Callable[[], _U]) -> tuple[_T, _U]:
-        """Both results."""
-        one, two = self.run(first, second)
-        return cast(_T, one), cast(_U, two)
-
-    def alongside(
-        self, main: Callable[[], _T], *others: Callable[[], object], main_first: bool = True
-    ) -> _T:
-        """What `main` returned. One at a time, `main` runs first or last."""
-        if main_first:
-            return cast(_T, self.run(main, *others)[0])
-        return cast(_T, self.run(*others, main)[-1])
-
-
-class Step(StrEnum):
-    """The four steps Secrets Manager invokes."""
-
-    CREATE = "createSecret"
-    SET = "setSecret"
-    TEST = "testSecret"
-    FINISH = "finishSecret"
-
-
-@dataclass(frozen=True, slots=True)
-class RotationRequest:
-    """A validated rotation event. `rotation_token` is a credential: it is never shown."""
-
-    step: Step
-    secret_id: str
-    token: str
-    rotation_token: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_event(cls, event: Any) -> RotationRequest:
-        """Validate the raw event; raise EventError naming what is wrong (never a value)."""
-        if not isinstance(event, Mapping):
-            raise EventError(f"the event must be a JSON object, not {type(event).__name__}")
-        secret_id = event.get("SecretId")
-        step = event.get("Step")
-        if not isinstance(secret_id, str) or not 0 < len(secret_id) <= 2048:
-            raise EventError("the event's SecretId must be a non-empty string", step=_str(step))
-        if step not in set(Step):
-            known = ", ".join(Step)
-            raise EventError(
-                f"the event's Step must be one of {known}, got {_str(step)!r}", secret_id=secret_id
-            )
-        token = event.get("ClientRequestToken")
-        if not isinstance(token, str) or not 32 <= len(token) <= 64:
-            raise EventError(
-                "the event's ClientRequestToken must be a string of 32 to 64 characters",
-                secret_id=secret_id,
-                step=step,
-            )
-        rotation_token = event.get("RotationToken")
-        if rotation_token is not None and not isinstance(rotation_token, str):
-            raise EventError(
-                "the event's RotationToken must be a string", secret_id=secret_id, step=step
-            )
-        return cls(Step(step), secret_id, token, rotation_token or None)
-
-
-def _str(value: object) -> str:
-    return value[:64] if isinstance(value, str) else type(value).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +103,11 @@ class Rotator:
         self._cekura = cekura
         self._clock = clock
         self._sleep = sleep
-        self._revoker = Revoker(store=store, cekura=cekura, clock=clock)
+        # Its own pool: settling overlaps the key listing with the record's deletions while
+        # this step's pool runs settling itself.
+        self._revoker = Revoker(
+            store=store, cekura=cekura, clock=clock, calls=Calls(min(2, parallel_calls))
+        )
         self._calls = Calls(parallel_calls)
         self._steps: dict[Step, Callable[[_Context], str]] = {
             Step.CREATE: self._create,
@@ -240,15 +163,19 @@ class Rotator:
     def _create(self, ctx: _Context) -> str:
         if ctx.already_current:
             return "already current"
-        stored, current = self._calls.pair(
+        reader = self._reader(ctx)
+        owed = self._owed_from_here(ctx)
+        stored, current, *_ = self._calls.run(
             partial(self._store.read, ctx.arn, stage=PENDING, version_id=ctx.token),
             partial(_outcome, partial(self._read, ctx.arn, stage=CURRENT)),
+            *(partial(reader.get, v) for v in owed if v != ctx.secret.version_with(CURRENT)),
         )
         if stored is not None:
             # Done already: the current value (read alongside) does not matter, even unread.
             return "pending value already stored"
         if isinstance(current, RotatorError):
             raise current
+        assert isinstance(current, SecretValue)
         project = current.require_project()
         current.check_room_for_rotation()
         admin = self._admin(current)
@@ -260,9 +187,22 @@ class Rotator:
         credential = admin.credential if admin else Credential.api_key(current.api_key)
         if current.plain:
             logger.warning(
-                "Plain-string secret: no key id is kept, so old keys cannot be revoked by id"
+                "Plain-string secret: no key id is kept, so old keys can only be deleted in the "
+                "dashboard"
             )
         minted = self._mint(ctx, credential, admin, project)
+        current_version = ctx.secret.version_with(CURRENT)
+        if current_version is not None:
+            reader.remember(current_version, current)
+        try:
+            # After the mint (a refused create changes nothing), before the store (a retry that
+            # finds the value stored returns at once, so the record must exist by then).
+            self._begin_debts(ctx, owed, reader)
+        except SecretsStoreError:
+            self._discard(
+                ctx, credential, admin, key_id=minted.id, project=project, reason="not recorded"
+            )
+            raise
         value = current.rotated(minted).render()
         try:
             self._store.put_pending(
@@ -270,7 +210,14 @@ class Rotator:
             )
         except SecretsStoreError as e:
             if e.rejected:
-                self._discard(ctx, credential, minted.id, reason="store refused")
+                self._discard(
+                    ctx,
+                    credential,
+                    admin,
+                    key_id=minted.id,
+                    project=project,
+                    reason="store refused",
+                )
                 raise
             # The write may have happened (an answer lost after it): deleting the key could
             # leave AWSPENDING holding a dead key that every retry then tests for ever.
@@ -315,44 +262,40 @@ class Rotator:
 
     def _finish(self, ctx: _Context) -> str:
         policy = self._config.revocation_policy
-        reader = VersionReader(self._store, ctx.arn)
+        reader = self._reader(ctx)
         # Every value this step may need is known from DescribeSecret: read them side by side.
         to_read = self._versions_to_read(ctx) if policy is not RevocationPolicy.OFF else []
-        new = self._calls.alongside(
+        new = self._calls.run(
             partial(self._token_value, ctx), *(partial(reader.get, v) for v in to_read)
-        )
+        )[0]
+        assert isinstance(new, SecretValue)
         reader.remember(ctx.token, new)
         versions = dict(ctx.secret.versions)
-        job = self._revocation(ctx, new) if policy is not RevocationPolicy.OFF else None
         if not ctx.already_current:
             if UNTESTED in versions.get(ctx.token, ()):
                 self._validate(ctx, new, what="pending key")
             superseded = ctx.secret.version_with(CURRENT)
-            # Where Cekura just refused this credential, the debt is manual from the start.
-            manual = job is not None and self._revoker.refuses_deletion(job.credential_id)
-            versions = self._revoker.record(
-                ctx.arn, versions, self._to_retire(ctx, new), manual=manual, reader=reader
-            )
+            if policy is not RevocationPolicy.OFF:
+                versions = self._grace_for_the_superseded(ctx, versions, reader)
             self._store.move_stage(
                 ctx.arn, stage=CURRENT, to_version=ctx.token, from_version=superseded
             )
             versions = _after_current_moved(versions, to=ctx.token, old=superseded)
             logger.info("AWSCURRENT moved", previous_version=superseded)
         tidy = self._labels_to_remove(ctx, versions)
-        if policy is not RevocationPolicy.GRACE:
-            # Under `immediate` AWSPREVIOUS must be off the superseded key before it is revoked.
-            for call in tidy:
-                call()
-            tidy = []
-        owed = len(owed_revocations(versions))
-        if job is not None:
-            job = replace(job, versions=versions)
-            owed = self._calls.alongside(
-                partial(self._revoker.settle, job, reader),
-                *tidy,
-                partial(self._revoker.sweep, job, reader),
-                main_first=False,
+        if policy is RevocationPolicy.OFF:
+            self._calls.run(*tidy)
+            owed = sum(1 for e in ledger.entries(versions) if e.state is not State.GRACE)
+        else:
+            if policy is RevocationPolicy.IMMEDIATE:
+                # AWSPREVIOUS must be off the superseded key before it is revoked.
+                self._calls.run(*tidy)
+                tidy = []
+            report = cast(
+                SettleReport,
+                self._calls.run(partial(self._settle, ctx, new, versions, reader), *tidy)[0],
             )
+            owed = report.owed + report.manual
         count("RevocationsOwed", owed)
         if owed:
             logger.warning("Revocations are owed", owed=owed)
@@ -371,7 +314,14 @@ class Rotator:
             # Logged before the delete: a Lambda killed during it (a slow Cekura, a timeout)
             # would otherwise leave a live key whose id no log line names.
             logger.warning("Cekura created a key it did not show; deleting it", key_id=e.key_id)
-            self._discard(ctx, credential, e.key_id, reason="unusable create answer")
+            self._discard(
+                ctx,
+                credential,
+                admin,
+                key_id=e.key_id,
+                project=project,
+                reason="unusable create answer",
+            )
             raise
         except CekuraAuthError as e:
             if admin is None:
@@ -399,26 +349,27 @@ class Rotator:
             f"(HTTP {e.status}): {e.detail or 'no detail'}"
         )
 
-    def _discard(self, ctx: _Context, credential: Credential, key_id: int, *, reason: str) -> None:
+    def _discard(
+        self,
+        ctx: _Context,
+        credential: Credential,
+        admin: AdminCredential | None,
+        *,
+        key_id: int,
+        project: int,
+        reason: str,
+    ) -> None:
         """Delete a key this step minted and cannot keep; on failure, its id is in the log."""
-        fields: dict[str, Any] = {"key_id": key_id, "reason": reason}
-        try:
-            deleted = self._cekura.delete_key(credential, key_id, deadline=ctx.deadline)
-        except CekuraRefusedError as e:
-            count("RevocationsRefused")
-            logger.warning(
-                "Cekura does not let this credential delete keys; delete this key in the dashboard",
-                status=e.status,
-                **fields,
-            )
-            return
-        except CekuraError as e:
-            count("RevocationsFailed")
-            logger.warning("Deleting a key failed; delete it by hand", error=str(e), **fields)
-            return
-        if deleted:
-            count("KeysRevoked")
-            logger.info("Deleted key", **fields)
+        logger.warning("Deleting the key just minted", key_id=key_id, reason=reason)
+        self._revoker.delete(
+            credential,
+            key_id,
+            project=project,
+            # The credential that minted it sees it: a 404 means it is gone.
+            scope=Scope(frozenset({project})),
+            credential_id=self._credential_id(ctx, credential, admin),
+            deadline=ctx.deadline,
+        )
 
     # -- testSecret's parts -------------------------------------------------------------------
 
@@ -451,26 +402,84 @@ class Rotator:
             return
         self._store.move_stage(ctx.arn, stage=UNTESTED, to_version=ctx.token, from_version=holder)
 
-    # -- finishSecret's parts -----------------------------------------------------------------
+    # -- revocation's parts ---------------------------------------------------------------------
 
-    def _to_retire(self, ctx: _Context, new: SecretValue) -> list[str]:
-        """The versions whose keys this rotation's policy owes a revocation, before the move."""
+    def _owed_from_here(self, ctx: _Context) -> list[str]:
+        """The versions whose keys this rotation will owe, decided as it begins."""
         policy = self._config.revocation_policy
-        if policy is RevocationPolicy.OFF:
-            return []
-        if new.plain:
-            logger.warning(
-                "Plain-string secret: old keys have no key id and are not revoked; delete them "
-                "in the dashboard"
-            )
-            return []
-        current = ctx.secret.version_with(CURRENT)
+        stages = {
+            CURRENT: ctx.secret.version_with(CURRENT),
+            PREVIOUS: ctx.secret.version_with(PREVIOUS),
+        }
         if policy is RevocationPolicy.GRACE:
             # grace keeps the key being superseded for one period: its predecessor goes now.
-            version, excluded = ctx.secret.version_with(PREVIOUS), {ctx.token, current}
+            wanted = [stages[PREVIOUS]]
+        elif policy is RevocationPolicy.IMMEDIATE:
+            wanted = [stages[CURRENT], stages[PREVIOUS]]
         else:
-            version, excluded = current, {ctx.token}
-        return [version] if version is not None and version not in excluded else []
+            wanted = []
+        return [v for v in dict.fromkeys(wanted) if v is not None and v != ctx.token]
+
+    def _begin_debts(self, ctx: _Context, owed: list[str], reader: VersionReader) -> None:
+        """Before minting: record what this rotation owes, and end the grace of keys superseded
+        during the last one."""
+        versions = {v: tuple(s) for v, s in ctx.secret.versions.items()}
+        for entry in ledger.entries(versions):
+            if (
+                entry.state is State.GRACE
+                and self._config.revocation_policy is not RevocationPolicy.OFF
+            ):
+                self._revoker.change_state(ctx.arn, versions, entry, State.OWED)
+        for version_id in owed:
+            versions = self._record(ctx, versions, version_id, reader, State.OWED)
+
+    def _grace_for_the_superseded(
+        self, ctx: _Context, versions: dict[str, tuple[str, ...]], reader: VersionReader
+    ) -> dict[str, tuple[str, ...]]:
+        """The move will take AWSPREVIOUS off its version. Recorded as this rotation began, it
+        is owed; otherwise it was current while this rotation ran: readers may hold it, so it
+        gets a grace period (owed once the next rotation begins)."""
+        previous = ctx.secret.version_with(PREVIOUS)
+        if previous is None or previous in (ctx.token, ctx.secret.version_with(CURRENT)):
+            return versions
+        if any(e.version_id == previous for e in ledger.entries(versions)):
+            return versions
+        return self._record(ctx, versions, previous, reader, State.GRACE)
+
+    def _record(
+        self,
+        ctx: _Context,
+        versions: dict[str, tuple[str, ...]],
+        version_id: str,
+        reader: VersionReader,
+        state: State,
+    ) -> dict[str, tuple[str, ...]]:
+        known = reader.get(version_id)
+        if isinstance(known, HeldKey):
+            if known.fingerprint is None:
+                return versions  # it holds no key
+            minted_here = key_names.minted_for(known.key_name, self._key_stem(ctx), version_id)
+            key = key_ref(known, minted_here=minted_here)
+            return self._revoker.record(
+                ctx.arn, versions, version_id, key, state=state, named=known
+            )
+        # Named by its version; settling reads it later.
+        return self._revoker.record(ctx.arn, versions, version_id, None, state=state)
+
+    def _settle(
+        self,
+        ctx: _Context,
+        new: SecretValue,
+        versions: dict[str, tuple[str, ...]],
+        reader: VersionReader,
+    ) -> SettleReport:
+        who = revocation_credential(new, arn=ctx.arn, config=self._config, store=self._store)
+        sweep = None
+        if not new.plain and new.project_id is not None:
+            sweep = SweepScope(self._key_stem(ctx), new.project_id)
+        return self._revoker.settle(
+            ctx.arn, versions, who=who, deadline=ctx.deadline, reader=reader, sweep=sweep
+        )
 
     def _labels_to_remove(
         self, ctx: _Context, versions: dict[str, tuple[str, ...]]
@@ -483,7 +492,9 @@ class Rotator:
         if (
             self._config.revocation_policy is RevocationPolicy.IMMEDIATE
             and previous is not None
-            and any(o.version_id == previous for o in owed_revocations(versions))
+            and any(
+                e.version_id == previous and e.state is State.OWED for e in ledger.entries(versions)
+            )
         ):
             # Under `immediate` the superseded key is revoked now: AWSPREVIOUS must not point a
             # fallback reader at it, and no labelled key is ever revoked.
@@ -498,37 +509,26 @@ class Rotator:
         ]
 
     def _versions_to_read(self, ctx: _Context) -> list[str]:
-        """The versions whose keys revocation will weigh: labelled, owed, and about to be.
-        (Manual entries are read only when Cekura is asked again, which is seldom.)"""
-        wanted = [*held_versions(ctx.secret.versions)]
-        wanted += [o.version_id for o in owed_revocations(ctx.secret.versions) if not o.manual]
-        wanted += [v for v in (ctx.secret.version_with(PREVIOUS),) if v]
+        """The versions revocation will weigh: every one labelled after the move (what it holds
+        is kept), and any entry that only its version's value names."""
+        versions = ctx.secret.versions
+        if not ctx.already_current:
+            versions = _after_current_moved(
+                versions, to=ctx.token, old=ctx.secret.version_with(CURRENT)
+            )
+        wanted = [*ledger.held_versions(versions)]
+        wanted += [e.version_id for e in ledger.entries(versions) if e.key is None]
         return [v for v in dict.fromkeys(wanted) if v != ctx.token]
 
-    def _revocation(self, ctx: _Context, new: SecretValue) -> Revocation:
-        credential: Credential | None = Credential.api_key(new.api_key)
-        # The rotated key's own refusals are remembered per secret: another secret's key may
-        # be allowed what this one was not, and must be asked itself.
-        credential_id = f"self {ctx.arn}"
-        try:
-            arn = admin_arn_for(new, self._config)
-            if arn is not None:
-                credential_id, credential = arn, None
-                credential = load_admin_credential(self._store, arn).credential
-                # Refusals are remembered per credential: a replaced one is asked afresh.
-                credential_id = f"{arn} {credential.fingerprint}"
-        except AdminSecretError as e:
-            # Only revocation needs it here: the rotation itself goes on, the debts stay owed.
-            logger.warning("Admin credential unavailable for revocation", error=e.message)
-        return Revocation(
-            arn=ctx.arn,
-            versions=ctx.secret.versions,  # replaced by the labels after the move
-            credential=credential,
-            credential_id=credential_id,
-            project=new.project_id,
-            key_stem=None if new.plain else self._key_stem(ctx),
-            deadline=ctx.deadline,
-        )
+    def _reader(self, ctx: _Context) -> VersionReader:
+        return VersionReader(self._store, ctx.arn, default_project=self._config.default_project_id)
+
+    def _credential_id(
+        self, ctx: _Context, credential: Credential, admin: AdminCredential | None
+    ) -> str:
+        if admin is not None:
+            return f"{admin.arn} {credential.fingerprint}"
+        return f"self {ctx.arn}"
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -554,18 +554,11 @@ class Rotator:
         )
 
     def _key_stem(self, ctx: _Context) -> str:
-        """`<prefix>-<secret name>-<8 hex of the secret's ARN>-`: every key minted for this
-        secret, and no other, starts so. The name may be cut short; the ARN's hash tells apart
-        secrets whose names share a beginning, or live in another account or region."""
-        arn_tag = hashlib.sha256(ctx.arn.encode()).hexdigest()[:_ARN_TAG_CHARS]
-        prefix = self._config.key_name_prefix
-        room = _MAX_KEY_NAME - len(prefix) - _ARN_TAG_CHARS - _TOKEN_TAG_CHARS - 3
-        secret_name = re.sub(r"[^A-Za-z0-9_.@/+=-]", "_", ctx.secret.name)[:room]
-        return f"{prefix}-{secret_name}-{arn_tag}-"
+        return key_names.key_stem(self._config.key_name_prefix, ctx.secret.name, ctx.arn)
 
     def _key_name(self, ctx: _Context) -> str:
-        """`<stem><first 8 of token>`: a stray key leads back to its secret and rotation."""
-        return self._key_stem(ctx) + ctx.token[:_TOKEN_TAG_CHARS]
+        """A stray key leads back to its secret and rotation."""
+        return key_names.key_name(self._key_stem(ctx), ctx.token)
 
 
 def _outcome(call: Callable[[], _T]) -> _T | RotatorError:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import pytest
 
 from cekura_rotator import handler
-from cekura_rotator.revocation import MANUAL_PREFIX
+from cekura_rotator.ledger import MANUAL_PREFIX
 from infra.local.fake_cekura import Mode
 from infra.local.lambda_bridge import FUNCTION_ARN, LambdaBridge
 from infra.local.stack import (

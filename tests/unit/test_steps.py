@@ -151,7 +151,7 @@ def test_plain_string_secret_stays_plain(
     assert not new.startswith("{")
     assert world.fake.is_live(new)
     # And the log says once that revocation by id is impossible
-    assert sum("cannot be revoked by id" in line for line in logs.lines) == 1
+    assert sum("can only be deleted in the dashboard" in line for line in logs.lines) == 1
 
 
 def test_plain_string_without_any_project_is_refused_before_minting(

@@ -1,0 +1,32 @@
+"""Revoking old keys: `decide` (pure: which keys may go now) and `revoker` (carrying it out).
+
+The record itself, the rotator's staging labels, is `cekura_rotator.ledger`.
+"""
+
+from cekura_rotator.revocation.decide import HeldKey, Outcome, Scope
+from cekura_rotator.revocation.revoker import (
+    Proof,
+    RevocationCredential,
+    Revoker,
+    SettleReport,
+    SweepScope,
+    VersionReader,
+    held_key,
+    key_ref,
+    revocation_credential,
+)
+
+__all__ = [
+    "HeldKey",
+    "Outcome",
+    "Proof",
+    "RevocationCredential",
+    "Revoker",
+    "Scope",
+    "SettleReport",
+    "SweepScope",
+    "VersionReader",
+    "held_key",
+    "key_ref",
+    "revocation_credential",
+]
