@@ -34,6 +34,11 @@ class Console:
         self._lost: set[int] = set()
         self.document_written = False
 
+    @property
+    def stderr(self) -> TextIO:
+        """Where progress and errors go (for the rotator's own log while its code runs here)."""
+        return self._stderr
+
     def watch(self, *values: str | None) -> None:
         """Mask these values in everything written from now on."""
         self._secrets.update(v for v in values if v)

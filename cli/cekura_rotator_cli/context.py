@@ -9,6 +9,7 @@ stretch ends, so no command stops between two of its changes. Output never stops
 from __future__ import annotations
 
 import contextlib
+import logging
 import shlex
 import signal
 import threading
@@ -52,6 +53,26 @@ class Run:
         """A command line to suggest, with the AWS options of this run (`cekura-rotator
         --region R status --secret-id X`)."""
         return shlex.join([PROG, *self.aws_options, *words])
+
+    @contextlib.contextmanager
+    def rotator_logs(self) -> Iterator[None]:
+        """While the rotator's own code runs here (Revoker, HealthCheck), its log goes to the
+        operator's stderr, warnings and worse only: never into stdout, which may hold the one
+        JSON document."""
+        from cekura_rotator.observability import logger
+
+        handler = logger.registered_handler
+        level = logger.log_level
+        stream = None
+        if isinstance(handler, logging.StreamHandler):
+            stream = handler.setStream(self.console.stderr)
+        logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+            if stream is not None and isinstance(handler, logging.StreamHandler):
+                handler.setStream(stream)
 
     @contextlib.contextmanager
     def changes(self) -> Iterator[None]:

@@ -7,9 +7,9 @@ deletion to the rotator's credential: a person deletes the key in the Cekura das
 id and project come from the label when it states them, else from the version's value; the key
 itself is shown as a fingerprint only.
 
-`clear` removes a record only on proof that its key is gone: Cekura answers 401 to the key. A key
-Cekura still accepts keeps its record (exit 1). `--force` clears a record whose key cannot be
-read, and so cannot be tested, with a warning.
+`clear` removes a record only on proof that its key is gone (`Revoker.prove_gone`: Cekura answers
+401 to the key). A key Cekura still accepts keeps its record (exit 1). `--force` clears a record
+whose key cannot be read, and so cannot be tested, with a warning.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from datetime import datetime
 from typing import Any
 
 from cekura_rotator import ledger
-from cekura_rotator.cekura import CekuraClient
 from cekura_rotator.config import Config
 from cekura_rotator.errors import ConfigError
+from cekura_rotator.revocation import Proof, Revoker
 from cekura_rotator.secrets_store import SecretDescription, SecretsStore
-from cekura_rotator_cli import proof
 from cekura_rotator_cli.aws import unqualified
 from cekura_rotator_cli.context import Run
 from cekura_rotator_cli.errors import (
@@ -305,16 +304,22 @@ def clear_command(args: argparse.Namespace, run: Run) -> int:
     )
     default_project = _default_project(function_env)
     cekura = run.cekura(cekura_url(args, run.env, function_env))
+    revoker = Revoker(store=store, cekura=cekura)
     try:
-        verdicts = [_verdict(e, cekura, store, default_project, args.force) for e in chosen]
+        verdicts = [_verdict(e, revoker, default_project, args.force) for e in chosen]
+        refused = [(e, v) for e, v in zip(chosen, verdicts, strict=True) if v.code != EXIT_OK]
+        cleared = []
+        with run.changes(), run.rotator_logs():
+            for entry, verdict in zip(chosen, verdicts, strict=True):
+                if verdict.code != EXIT_OK:
+                    continue
+                if revoker.clear(secret.arn, entry.entry):
+                    cleared.append((entry, verdict))
+                    run.changed.append(f"cleared the record of {entry.describe()}")
+                else:
+                    refused.append((entry, _Verdict(EXIT_UNAVAILABLE, _NOT_REMOVED)))
     finally:
         cekura.close()
-    refused = [(e, v) for e, v in zip(chosen, verdicts, strict=True) if v.code != EXIT_OK]
-    cleared = [(e, v) for e, v in zip(chosen, verdicts, strict=True) if v.code == EXIT_OK]
-    with run.changes():
-        for entry, _ in cleared:
-            proof.clear(store, secret.arn, entry.entry)
-            run.changed.append(f"cleared the record of {entry.describe()}")
     now = run.now()
     for entry, verdict in cleared:
         if verdict.forced:
@@ -345,9 +350,12 @@ class _Verdict:
     forced: bool = False
 
 
-def _verdict(
-    owed: Owed, cekura: CekuraClient, store: SecretsStore, default_project: int | None, force: bool
-) -> _Verdict:
+_NOT_REMOVED = (
+    "Secrets Manager did not remove the record's label (see the warning above); run this again"
+)
+
+
+def _verdict(owed: Owed, revoker: Revoker, default_project: int | None, force: bool) -> _Verdict:
     """Whether this entry may be cleared: EXIT_OK on proof (or --force where no proof can be
     had), else the exit code and why not."""
     value = owed.version.value
@@ -368,10 +376,10 @@ def _verdict(
         )
     assert value is not None
     assert project is not None
-    answer = proof.prove_gone(store, cekura, value.api_key, project=project)
-    if answer == proof.Proof.GONE:
+    answer = revoker.prove_gone(value.api_key, project=project, deadline=None)
+    if answer == Proof.GONE:
         return _Verdict(EXIT_OK, "Cekura no longer knows the key: HTTP 401")
-    if answer == proof.Proof.LIVE:
+    if answer == Proof.LIVE:
         return _Verdict(
             EXIT_FAILED,
             f"{where} is still live at Cekura: delete it in the Cekura dashboard (project "

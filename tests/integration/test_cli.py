@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cekura_rotator import handler
+from cekura_rotator import handler, ledger
 from cekura_rotator.secret_value import fingerprint
 from cekura_rotator_cli.app import main
 from infra.local.fake_cekura import KEY_PREFIX, Fault
@@ -301,7 +301,9 @@ def test_status_shows_versions_keys_and_fingerprints_before_and_after_rotations(
     current = current_value(client, seeded.arn)
     assert f"{third}  AWSCURRENT" in after.out
     assert f"{second}  AWSPREVIOUS" in after.out
-    assert f"{first}  CEKURA_MANUAL_{first}" in after.out
+    (manual,) = [e for e in ledger.entries(stages(client, seeded.arn)) if e.version_id == first]
+    assert manual.state == ledger.State.MANUAL
+    assert f"{first}  {' '.join(manual.labels)}" in after.out
     assert f"fingerprint  {fingerprint(current['api_key'])}" in after.out
     assert f"key id       {current['key_id']}" in after.out
     assert "Last rotation      ok" in after.out
