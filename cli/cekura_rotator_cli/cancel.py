@@ -8,7 +8,8 @@ logs when it ends), and the version itself is older than that. Without that proo
 unreadable, a step logged recently) the command refuses.
 
 The key createSecret minted into the version is live at Cekura: before AWSPENDING goes, it is
-recorded as owed (`cekura_rotator.ledger`), so later rotations and the health check revoke it.
+recorded as owed (`Revoker.record`, in the ledger's vocabulary), so later rotations and the health
+check revoke it.
 Both changes run with Ctrl-C held (record first: a crash in between leaves the record and the
 stuck label, and running the command again finishes the job).
 """
@@ -16,20 +17,20 @@ stuck label, and running the command again finishes the job).
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cekura_rotator import key_names, ledger
-from cekura_rotator.config import Config
-from cekura_rotator.errors import ConfigError
+from cekura_rotator.config import DEFAULT_API_URL, Config
+from cekura_rotator.errors import ConfigError, SecretsStoreError
+from cekura_rotator.ledger import State
+from cekura_rotator.revocation import HeldKey, Revoker, held_key, key_ref
 from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription
 from cekura_rotator_cli.aws import FunctionInfo, FunctionLog
 from cekura_rotator_cli.context import Run
-from cekura_rotator_cli.errors import EXIT_FAILED, EXIT_OK, AwsError, CliError
+from cekura_rotator_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, AwsError, CliError
 from cekura_rotator_cli.reading import (
-    Read,
     find_secret,
-    key_label,
-    read_version,
     require_rotation,
     time_text,
 )
@@ -53,15 +54,14 @@ def cancel(args: argparse.Namespace, run: Run) -> int:
     function_arn = require_rotation(secret, run)
     function = _function(run, secret, function_arn, pending)
     now = run.now()
-    read = read_version(store, secret.arn, pending, run.console)
-    created = read.created or next(
+    held = _held(run, secret, pending, function)
+    created = held.created or next(
         (v.created for v in store.list_versions(secret.arn) if v.version_id == pending), None
     )
     _prove_no_step_runs(
         run, secret=secret, function=function, pending=pending, created=created, now=now
     )
-    label = _owed_label(secret, pending, read, function)
-    if label is not None and not ledger.room_to_record(secret.versions):
+    if held.owes and not ledger.room_to_record(secret.versions):
         raise CliError(
             f"the record of owed revocations is full, so the key in version {pending} could not "
             "be recorded; nothing was changed. Settle records first (`"
@@ -69,18 +69,37 @@ def cancel(args: argparse.Namespace, run: Run) -> int:
             + "`), then run this again",
             EXIT_FAILED,
         )
-    with run.changes():
-        if label is not None and label not in secret.stages_of(pending):
-            store.move_stage(secret.arn, stage=label, to_version=pending, from_version=None)
-            run.changed.append(f"recorded the key in version {pending} as owed ({label})")
-        store.move_stage(secret.arn, stage=PENDING, to_version=None, from_version=pending)
-        run.changed.append(f"took AWSPENDING off version {pending}")
-    key = key_label(read.value) if read.value is not None else None
+    label = None
+    cekura = run.cekura(DEFAULT_API_URL)  # the Revoker's; recording never calls Cekura
+    revoker = Revoker(store=store, cekura=cekura)
+    try:
+        with run.changes(), run.rotator_logs():
+            if held.owes:
+                labels = revoker.record(
+                    secret.arn,
+                    secret.versions,
+                    pending,
+                    held.key,
+                    state=State.OWED,
+                    named=held.known,
+                )
+                label = _recorded(labels, pending, held.key)
+                if label is None:
+                    raise CliError(
+                        f"the key in version {pending} could not be recorded as owed (see the "
+                        "error above); AWSPENDING was left on it, so nothing lost track of it",
+                        EXIT_UNAVAILABLE,
+                    )
+                run.changed.append(f"recorded the key in version {pending} as owed ({label})")
+            store.move_stage(secret.arn, stage=PENDING, to_version=None, from_version=pending)
+            run.changed.append(f"took AWSPENDING off version {pending}")
+    finally:
+        cekura.close()
     lines = [f"Cancelled the rotation of {secret.name}: AWSPENDING is off version {pending}."]
     if label is not None:
         lines.append(
-            f"The key minted there ({key}) is recorded as owed ({label}): later rotations and "
-            "the health check revoke it."
+            f"The key minted there ({held.text}) is recorded as owed ({label}): later rotations "
+            "and the health check revoke it."
         )
     else:
         lines.append("The version held no key, so nothing is owed.")
@@ -88,9 +107,22 @@ def cancel(args: argparse.Namespace, run: Run) -> int:
         "A new rotation can start: " + run.command("rotate", "--secret-id", secret.arn, "--wait")
     )
     run.console.result(
-        {"secret_arn": secret.arn, "cancelled": pending, "recorded": label, "key": key}, lines
+        {"secret_arn": secret.arn, "cancelled": pending, "recorded": label, "key": held.text},
+        lines,
     )
     return EXIT_OK
+
+
+def _recorded(
+    labels: dict[str, tuple[str, ...]], pending: str, key: ledger.KeyRef | None
+) -> str | None:
+    """The label recording the pending version's key, if the record holds it (on that version,
+    or on another one that holds the same key)."""
+    mine = [e for e in ledger.entries(labels) if e.version_id == pending]
+    if mine:
+        return " ".join(mine[0].labels)
+    label = ledger.entry_label(State.OWED, version_id=pending, key=key)
+    return label if label in ledger.labels_in_use(labels) else None
 
 
 def _function(run: Run, secret: SecretDescription, function_arn: str, pending: str) -> FunctionInfo:
@@ -173,27 +205,43 @@ def _refusal(
     )
 
 
-def _owed_label(
-    secret: SecretDescription, pending: str, read: Read, function: FunctionInfo
-) -> str | None:
-    """The record for the key in the pending version, in the ledger's vocabulary; None when
-    the version holds no value (createSecret never stored a key)."""
-    if read.kind == "empty":
-        return None
-    value = read.value
-    if value is None or value.key_id is None:
-        # The key is not known by id (an unreadable or unusual value): the settler reads the
-        # version to find it.
-        return ledger.entry_label(ledger.State.OWED, version_id=pending, key=None)
+@dataclass(frozen=True)
+class _Held:
+    """What the pending version holds, read loosely (as the settler reads it)."""
+
+    known: HeldKey | None  # None: the version could not be read
+    key: ledger.KeyRef | None  # how the record names it (None: not by id)
+    created: datetime | None
+
+    @property
+    def owes(self) -> bool:
+        """Whether there may be a key to revoke: one was read, or the version is unreadable."""
+        return self.known is None or self.known.fingerprint is not None
+
+    @property
+    def text(self) -> str | None:
+        if self.known is None:
+            return "a key that cannot be read from here"
+        if self.known.fingerprint is None:
+            return None
+        ident = f"key {self.known.key_id}" if self.known.key_id else "key (id unknown)"
+        return f"{ident} {self.known.fingerprint}"
+
+
+def _held(run: Run, secret: SecretDescription, pending: str, function: FunctionInfo) -> _Held:
     try:
-        config = Config.from_env(function.environment)
+        config: Config | None = Config.from_env(function.environment)
     except ConfigError:
         config = None
-    project = value.project_id or (config.default_project_id if config else None)
+    try:
+        raw, created = run.aws.store().read_with_date(secret.arn, version_id=pending)
+    except SecretsStoreError:
+        return _Held(None, None, None)
+    known = held_key(raw, default_project=config.default_project_id if config else None)
+    # `_R` (minted for this very version) only when the function's key names say so.
     minted_here = config is not None and key_names.minted_for(
-        value.key_name,
+        known.key_name,
         key_names.key_stem(config.key_name_prefix, secret.name, secret.arn),
         pending,
     )
-    key = ledger.KeyRef(value.key_id, project, minted_here=minted_here)
-    return ledger.entry_label(ledger.State.OWED, version_id=pending, key=key)
+    return _Held(known, key_ref(known, minted_here=minted_here), created)
