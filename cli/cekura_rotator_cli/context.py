@@ -57,8 +57,8 @@ class Run:
     @contextlib.contextmanager
     def rotator_logs(self) -> Iterator[None]:
         """While the rotator's own code runs here (Revoker, HealthCheck), its log goes to the
-        operator's stderr, warnings and worse only: never into stdout, which may hold the one
-        JSON document."""
+        operator's stderr, warnings and worse only, and so does anything it prints (metrics):
+        never into stdout, which may hold the one JSON document."""
         from cekura_rotator.observability import logger
 
         handler = logger.registered_handler
@@ -68,7 +68,8 @@ class Run:
             stream = handler.setStream(self.console.stderr)
         logger.setLevel(logging.WARNING)
         try:
-            yield
+            with contextlib.redirect_stdout(self.console.stderr):
+                yield
         finally:
             logger.setLevel(level)
             if stream is not None and isinstance(handler, logging.StreamHandler):

@@ -188,7 +188,9 @@ def _check(
                 cekura=cekura,
                 revoker=revoker,
             )
-            reports.append((function, cast(HealthReport, check.run(ids, fix=fix, deadline=None))))
+            with run.rotator_logs():
+                report = check.run(ids, fix=fix, deadline=None)
+            reports.append((function, cast(HealthReport, report)))
         finally:
             cekura.close()
     return reports
