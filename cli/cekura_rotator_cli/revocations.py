@@ -337,7 +337,8 @@ def clear_command(args: argparse.Namespace, run: Run) -> int:
         [f"Cleared from {secret.name}: {e.line(now)} ({v.text})" for e, v in cleared],
     )
     if refused:
-        code = max(v.code for _, v in refused)  # 3 (Cekura unreachable) over 1 (key live)
+        # A live key (1) says more than an unreachable Cekura (3).
+        code = EXIT_FAILED if any(v.code == EXIT_FAILED for _, v in refused) else EXIT_UNAVAILABLE
         reasons = "; ".join(v.text for _, v in refused)
         raise CliError(f"the record was kept: {reasons}", code)
     return EXIT_OK

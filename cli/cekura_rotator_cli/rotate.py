@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from cekura_rotator import ledger
 from cekura_rotator.config import Config
@@ -303,9 +303,9 @@ class _Follower:
         """The new key has not appeared: stop now when the rotation cannot mint one, or when it
         cannot be followed (the log unreadable) and Cekura refuses the key or cannot be asked."""
         advice = self._key_advice()
-        if advice is None:
+        if advice is None or advice.outlook == "recovering":
             return
-        if advice.hopeless:
+        if advice.outlook == "hopeless":
             raise CliError(f"rotation cannot complete: {advice.text}", advice.exit_code)
         if not self.log.enabled:
             raise CliError(
@@ -373,7 +373,7 @@ class _Follower:
                     f"Cekura cannot be reached from here either ({verdict.text}): no key can be "
                     f"minted while it is down; once it answers, `{self._retry()}` finishes this "
                     "rotation",
-                    hopeless=False,
+                    outlook="unknown",
                     exit_code=EXIT_UNAVAILABLE,
                 )
             if verdict.state != "rejected":
@@ -405,10 +405,12 @@ class _Follower:
 
 @dataclass(frozen=True)
 class Advice:
-    """What to tell an operator about a rotation that stalls; `hopeless`: it cannot complete."""
+    """What to tell an operator about a rotation that stalls. `outlook`: hopeless (it cannot
+    complete), recovering (an admin credential Cekura accepts mints without the dead key), or
+    unknown (it cannot be told from here)."""
 
     text: str
-    hopeless: bool
+    outlook: Literal["hopeless", "recovering", "unknown"]
     exit_code: int = EXIT_FAILED
 
 
@@ -436,28 +438,32 @@ def dead_key_advice(
         "--admin-secret-arn (key on stdin)"
     )  # fmt: skip
     if view.arn is not None:
-        if view.accepted is False:
+        if view.allowed is False or view.accepted is False:
+            why = (
+                "the function does not allow it (AdminSecretArns)"
+                if view.allowed is False
+                else view.verdict
+            )
             return Advice(
-                f"{dead}; admin secret {view.arn} is configured, but {view.verdict}, so the "
-                f"rotator cannot mint a replacement with it either. Fix the admin secret, or: "
-                f"{recovery}",
-                hopeless=True,
+                f"{dead}; admin secret {view.arn} is configured, but {why}, so the rotator cannot "
+                f"mint a replacement with it either. Fix the admin secret, or: {recovery}",
+                outlook="hopeless",
             )
         return Advice(
             f"{dead}; admin secret {view.arn} is configured, so the rotator mints with it and "
-            f"does not need that key: check the admin credential with `"
+            f"does not need that key ({view.verdict}): check the admin credential with `"
             + run.command("status", "--secret-id", secret.arn)
             + "`",
-            hopeless=False,
+            outlook="recovering" if view.accepted else "unknown",
         )
     if view.source == "unknown":
         return Advice(
             f"{dead}, and the function's configuration cannot be read to tell whether an admin "
             f"credential is configured; if none is, no rotation can mint a replacement. {recovery}",
-            hopeless=False,
+            outlook="unknown",
         )
     return Advice(
         f"{dead}, and no admin credential is configured, so the rotator has nothing to mint a "
         f"replacement with. {recovery}",
-        hopeless=True,
+        outlook="hopeless",
     )
