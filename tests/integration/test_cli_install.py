@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -35,12 +34,18 @@ from infra.local.stack import (
     FUNCTION_ARN,
     LocalStack,
     delete_in_dashboard,
-    local_stack,
 )
-from tests.integration.cli_harness import Seeded, assert_no_key_material, seed
+from tests.integration.cli_harness import (
+    Seeded,
+    assert_no_key_material,
+    seed,
+    shared_stack,
+    stack,
+)
 
 # One install per run: every test here shares the module's venv, so they share a worker.
 pytestmark = pytest.mark.xdist_group("cli-install")
+__all__ = ["shared_stack", "stack"]  # fixtures, used by name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What `pip install .` reads: the packaging metadata, the files it names, the two packages.
@@ -101,10 +106,11 @@ def _requirements(lines: list[str]) -> set[tuple[str, SpecifierSet]]:
     return {(r.name, r.specifier) for r in map(Requirement, lines)}
 
 
-@pytest.fixture(scope="module")
-def stand() -> Iterator[LocalStack]:
-    with local_stack(mode="spec") as stack:
-        yield stack
+@pytest.fixture
+def stand(stack: LocalStack) -> LocalStack:
+    """The module's moto server and fake Cekura, with the in-process function's environment
+    set for this test (rotations started by the installed command run the real steps)."""
+    return stack
 
 
 @pytest.mark.slow
