@@ -104,7 +104,7 @@ class Aws:
     def session_region(self) -> str | None:
         return self.session.region_name
 
-    def secretsmanager(self) -> SecretsManagerClient:
+    def _secretsmanager(self) -> SecretsManagerClient:
         if self._sm is None:
             # Retries are left to botocore's configuration (AWS_MAX_ATTEMPTS, the profile).
             config = BotoConfig(connect_timeout=10, read_timeout=30, user_agent_extra=_USER_AGENT)
@@ -117,7 +117,8 @@ class Aws:
         return self._sm
 
     def store(self) -> SecretsStore:
-        return SecretsStore(self.secretsmanager())
+        """The Secrets Manager port: the CLI's only way to Secrets Manager."""
+        return SecretsStore(self._secretsmanager())
 
     def client(self, service: str, region: str | None = None) -> Client:
         """A client of another service, in `region` (default: the session's)."""

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from cekura_rotator import ledger
 from cekura_rotator.config import Config
-from cekura_rotator.errors import ConfigError
+from cekura_rotator.errors import ConfigError, SecretsStoreError
 from cekura_rotator.secret_value import SecretValue
 from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription, SecretsStore
 from cekura_rotator_cli import admin, cancel
@@ -84,9 +84,21 @@ def start(run: Run, secret: SecretDescription, function_arn: str, *, immediately
     token = str(uuid.uuid4())
     follow = run.command("status", "--secret-id", secret.arn)
     with run.changes():
-        run.aws.store().start_rotation(
-            secret.arn, token=token, function_arn=function_arn, immediately=immediately
-        )
+        try:
+            run.aws.store().start_rotation(
+                secret.arn, token=token, function_arn=function_arn, immediately=immediately
+            )
+        except SecretsStoreError as e:
+            if e.code != "InvalidRequestException":
+                raise
+            # Secrets Manager refuses a rotation while another one's AWSPENDING is not current.
+            raise CliError(
+                f"{e.message}; nothing was started. A rotation may be in progress or stuck: "
+                f"follow it with `{follow}`; if it is stuck, `"
+                + run.command("rotate", "--cancel", "--secret-id", secret.arn)
+                + "`",
+                EXIT_FAILED,
+            ) from None
         run.changed.append(f"started a rotation (version {token})")
         run.aftermath = (
             f"the rotation goes on in Secrets Manager (new version {token}); follow it with "
@@ -96,19 +108,7 @@ def start(run: Run, secret: SecretDescription, function_arn: str, *, immediately
 
 
 def refuse_bad_current(run: Run, store: SecretsStore, secret: SecretDescription) -> None:
-    """Refuse to start a rotation bound to fail: one whose AWSCURRENT is not a usable value, or
-    while another rotation is pending."""
-    pending = secret.version_with(PENDING)
-    if pending is not None and pending != secret.version_with(CURRENT):
-        raise CliError(
-            f"a rotation is already in progress or failed (version {pending} is AWSPENDING), so "
-            "Secrets Manager would refuse a new one; nothing was started. Follow it with `"
-            + run.command("status", "--secret-id", secret.arn)
-            + "`; if it is stuck, `"
-            + run.command("rotate", "--cancel", "--secret-id", secret.arn)
-            + "`",
-            EXIT_FAILED,
-        )
+    """Refuse to start a rotation bound to fail: one whose AWSCURRENT is not a usable value."""
     read = current_value(store, secret, run.console)
     if read.kind in ("malformed", "empty"):
         raise CliError(

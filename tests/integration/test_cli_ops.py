@@ -19,6 +19,8 @@ import boto3
 import pytest
 
 from cekura_rotator import handler, ledger
+from cekura_rotator.errors import SecretsStoreError
+from cekura_rotator.secrets_store import SecretsStore
 from cekura_rotator_cli.app import main
 from infra.local.fake_cekura import KEY_PREFIX, Fault
 from infra.local.lambda_bridge import FUNCTION_NAME, REGION
@@ -699,3 +701,32 @@ def test_cancel_with_nothing_pending_changes_nothing(stack: LocalStack) -> None:
     assert result.code == 0, result.err
     assert "Nothing to cancel" in result.out
     assert stages(stack.client(), seeded.arn) == before
+
+
+def test_rotate_refused_for_a_pending_rotation_points_at_cancel(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a secret, and Secrets Manager's rule that moto lacks (aws-rules.md): RotateSecret is
+    # refused while AWSPENDING is on a version other than AWSCURRENT's
+    seeded = seed(stack)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise SecretsStoreError(
+            "Secrets Manager RotateSecret failed: InvalidRequestException: A previous rotation "
+            "isn't complete. That rotation will be reattempted.",
+            code="InvalidRequestException",
+            operation="RotateSecret",
+        )
+
+    monkeypatch.setattr(SecretsStore, "start_rotation", refuse)
+
+    # When a rotation is asked for
+    result = cli(stack, "rotate", "--secret-id", seeded.arn, "--wait")
+
+    # Then the refusal is the rotation's state (exit 1), with the way to follow or unstick it
+    assert result.code == 1
+    assert_one_line(result.err, "rotate", seeded.arn)
+    assert "A previous rotation isn't complete" in result.err
+    assert "nothing was started" in result.err
+    assert f"status --secret-id {seeded.arn}" in result.err
+    assert f"rotate --cancel --secret-id {seeded.arn}" in result.err
