@@ -600,6 +600,23 @@ def test_doctor_finds_the_alert_topic_of_the_functions_stack(stack: LocalStack) 
     assert topic_check["text"].startswith(f"{topic_arn}: 1 confirmed subscription(s) (email)")
 
 
+def test_doctor_exits_3_when_cekura_cannot_be_asked(stack: LocalStack) -> None:
+    # Given a healthy secret, and Cekura failing every request
+    seeded = seed(stack)
+    stack.fake.inject("validate", Fault(status=500, times=100))
+
+    # When doctor runs (no alert topic known: a warning, not a failure)
+    result = cli(stack, "doctor", "--secret-id", seeded.arn, "--output", "json")
+
+    # Then the only failure is "could not be made": exit 3, with the fix
+    assert result.code == 3
+    found = checks(result)
+    assert found["cekura"][0] == "fail"
+    assert "check this machine's network" in (found["cekura"][1] or "")
+    assert found["alert topic"][0] == "warn"
+    assert {name for name, (status, _) in found.items() if status == "fail"} == {"cekura"}
+
+
 def test_doctor_needs_a_secret_or_a_function(stack: LocalStack) -> None:
     result = cli(stack, "doctor")
     assert result.code == 2
