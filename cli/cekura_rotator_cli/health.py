@@ -32,7 +32,7 @@ from cekura_rotator_cli.errors import (
     AwsError,
     CliError,
 )
-from cekura_rotator_cli.options import add_cekura_url, hours
+from cekura_rotator_cli.options import add_cekura_url, add_stuck_hours
 from cekura_rotator_cli.reading import explicit_cekura_url, find_secret, iso, time_text
 
 NAME = "health"
@@ -40,7 +40,6 @@ HELP = (
     "the health check from here: dead keys, stuck and overdue rotations, revocations owed; "
     "--fix also settles, clears and heals as the health function does"
 )
-DEFAULT_STUCK_HOURS = 4.0
 
 
 class SecretHealth(Protocol):
@@ -101,12 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the rotation function whose secrets to check (default: every Cekura rotator "
         "rotating a secret in the region)",
     )
-    parser.add_argument(
-        "--stuck-hours",
-        type=hours,
-        default=DEFAULT_STUCK_HOURS,
-        help="a rotation pending longer than this is stuck (default 4)",
-    )
+    add_stuck_hours(parser)
     add_cekura_url(parser)
 
 

@@ -81,6 +81,20 @@ def add_cekura_url(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# How long a rotation may stay pending before it counts as stuck (the health check's default).
+DEFAULT_STUCK_HOURS = 4.0
+
+
+def add_stuck_hours(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stuck-hours",
+        type=hours,
+        default=DEFAULT_STUCK_HOURS,
+        help=f"a rotation pending longer than this is stuck (default {DEFAULT_STUCK_HOURS:g}, "
+        "as the health check's)",
+    )
+
+
 def positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError("must be a positive integer (the value is not shown)")

@@ -23,7 +23,7 @@ from cekura_rotator_cli import admin, health
 from cekura_rotator_cli.context import Run
 from cekura_rotator_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CliError
 from cekura_rotator_cli.keys import Judgement, KeyVerdict, judge_key
-from cekura_rotator_cli.options import add_cekura_url, add_secret_id, hours
+from cekura_rotator_cli.options import add_cekura_url, add_secret_id, add_stuck_hours
 from cekura_rotator_cli.reading import (
     Read,
     Version,
@@ -44,7 +44,6 @@ HELP = (
     "a secret's rotation, versions, keys (fingerprints only), whether Cekura accepts the current "
     "key, admin credential, revocations owed; without --secret-id, every secret of the function"
 )
-DEFAULT_STUCK_HOURS = 4.0
 _LABEL_ORDER = {CURRENT: 0, PENDING: 1, PREVIOUS: 2}
 
 
@@ -55,12 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="without --secret-id: the rotation function whose secrets to list (default: every "
         "Cekura rotator rotating a secret in the region)",
     )
-    parser.add_argument(
-        "--stuck-hours",
-        type=hours,
-        default=DEFAULT_STUCK_HOURS,
-        help="a rotation pending longer than this is stuck (default 4, as the health check's)",
-    )
+    add_stuck_hours(parser)
     add_cekura_url(parser)
 
 

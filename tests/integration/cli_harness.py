@@ -10,7 +10,7 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +124,24 @@ def function_log(stack: LocalStack) -> Iterator[None]:
         logger._logger.removeHandler(shipper)
         # Later tests must again see a function whose log cannot be read.
         logs.delete_log_group(logGroupName=LOG_GROUP)
+
+
+@pytest.fixture
+def allow_admin(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Deploy the function with AdminSecretArns=ARN: its environment, as the template sets it."""
+
+    def allow(arn: str) -> None:
+        variables = {
+            "CEKURA_ADMIN_SECRET_ARN": arn,
+            "CEKURA_ALLOWED_ADMIN_SECRET_ARNS": arn,
+            "CEKURA_API_URL": stack.fake.url,
+        }
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        handler.rotator.cache_clear()
+        set_function_environment(stack, variables)
+
+    return allow
 
 
 def lambda_client(stack: LocalStack) -> Any:

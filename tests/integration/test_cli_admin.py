@@ -15,13 +15,13 @@ from typing import Literal
 
 import pytest
 
-from cekura_rotator import handler
 from cekura_rotator.cekura import Credential
 from cekura_rotator.secret_value import fingerprint
 from infra.local.stack import FUNCTION_ARN, LocalStack, delete_in_dashboard
 from tests.integration.cli_harness import (
     FAST,
     Seeded,
+    allow_admin,
     assert_no_key_material,
     assert_one_line,
     cli,
@@ -33,7 +33,7 @@ from tests.integration.cli_harness import (
     version_with,
 )
 
-__all__ = ["shared_stack", "stack"]  # fixtures, used by name
+__all__ = ["allow_admin", "shared_stack", "stack"]  # fixtures, used by name
 
 Kind = Literal["api_key", "bearer_token"]
 
@@ -69,24 +69,6 @@ def kill(stack: LocalStack, seeded: Seeded) -> None:
     """Delete the secret's current key at Cekura, as a person in the dashboard would."""
     delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
     assert not stack.fake.is_live(seeded.key.key)
-
-
-@pytest.fixture
-def allow_admin(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
-    """Deploy the function with AdminSecretArns=ARN: its environment, as the template sets it."""
-
-    def allow(arn: str) -> None:
-        variables = {
-            "CEKURA_ADMIN_SECRET_ARN": arn,
-            "CEKURA_ALLOWED_ADMIN_SECRET_ARNS": arn,
-            "CEKURA_API_URL": stack.fake.url,
-        }
-        for name, value in variables.items():
-            monkeypatch.setenv(name, value)
-        handler.rotator.cache_clear()
-        set_function_environment(stack, variables)
-
-    return allow
 
 
 # -- bootstrap ---------------------------------------------------------------------------------

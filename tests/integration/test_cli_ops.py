@@ -18,7 +18,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cekura_rotator import handler, ledger
+from cekura_rotator import ledger
 from cekura_rotator.errors import SecretsStoreError
 from cekura_rotator.secrets_store import SecretsStore
 from cekura_rotator_cli.app import main
@@ -30,6 +30,7 @@ from tests.integration.cli_harness import (
     LOG_GROUP,
     Result,
     Seeded,
+    allow_admin,
     assert_no_key_material,
     assert_one_line,
     cli,
@@ -46,7 +47,7 @@ from tests.integration.cli_harness import (
     version_with,
 )
 
-__all__ = ["function_log", "shared_stack", "stack"]  # fixtures, used by name
+__all__ = ["allow_admin", "function_log", "shared_stack", "stack"]  # fixtures, used by name
 
 WHERE = "region us-east-1, account 123456789012"
 
@@ -76,24 +77,6 @@ def admin_secret(stack: LocalStack, project: int) -> tuple[str, str]:
         SecretString=json.dumps({"api_key": credential}),
     )["ARN"]
     return arn, credential
-
-
-@pytest.fixture
-def allow_admin(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
-    """Deploy the function with AdminSecretArns=ARN: its environment, as the template sets it."""
-
-    def allow(arn: str) -> None:
-        variables = {
-            "CEKURA_ADMIN_SECRET_ARN": arn,
-            "CEKURA_ALLOWED_ADMIN_SECRET_ARNS": arn,
-            "CEKURA_API_URL": stack.fake.url,
-        }
-        for name, value in variables.items():
-            monkeypatch.setenv(name, value)
-        handler.rotator.cache_clear()
-        set_function_environment(stack, variables)
-
-    return allow
 
 
 # -- one exit-code table -----------------------------------------------------------------------
