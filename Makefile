@@ -3,7 +3,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON_RUNTIME := $(shell scripts/find-python.sh 3.13)
+# The repository root, whatever the working directory: `sam build` runs this Makefile's build-*
+# targets from a scratch copy of the function's CodeUri (see "Lambda package" below).
+ROOT := $(patsubst %/,%,$(dir $(abspath $(firstword $(MAKEFILE_LIST)))))
+PYTHON_RUNTIME := $(shell $(ROOT)/scripts/find-python.sh 3.13)
 VENV := .venv
 VENV_TOOLS := .venv-tools
 PY := $(VENV)/bin/python
@@ -21,7 +24,7 @@ help:
 	@echo "make test         lint, types, template checks and every test"
 	@echo "make reliability  the full fault matrix, random sequences and bad-input set"
 	@echo "make bench        benchmark figures (cold start, production-shaped time and calls, package, memory, scale)"
-	@echo "make build        sam build into .aws-sam/ (plus bytecode)"
+	@echo "make build        sam build into .aws-sam/ (dependencies, code and bytecode)"
 
 $(VENV)/.stamp: requirements.txt requirements-aws.txt requirements-dev.txt
 	rm -rf $(VENV)
@@ -59,13 +62,39 @@ reliability: $(VENV)/.stamp
 bench: setup
 	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" TOOLS_BIN="$(abspath $(TOOLS))" $(RUN) -m tools.bench
 
-# Plain `sam build` (samconfig.toml at the root names the manifest), then bytecode on top.
-# Bytecode is compiled into the package: Lambda's code directory is read-only, so without it every
-# cold start compiles each module it imports (`make bench`: 851 ms -> 393 ms). unchecked-hash,
-# because SAM zips files with 1980 timestamps that timestamp-based .pyc files would never match.
+# `make build` is plain `sam build`: the template's functions use the build-* targets below, so
+# there is one way to build the package, whoever runs it.
 build: $(VENV_TOOLS)/.stamp
 	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" $(TOOLS)/sam build
-	$(PYTHON_RUNTIME) -m compileall -q -j0 --invalidation-mode unchecked-hash $(BUILD_DIR)/RotatorFunction
+
+# --- Lambda package ---------------------------------------------------------------------------
+# template.yaml builds each function with `BuildMethod: makefile` (ContextPath: the repository
+# root, where this file is), so plain `sam build` runs `make build-<LogicalId>` with ARTIFACTS_DIR
+# set, from a scratch copy of the CodeUri. These targets need only python3.13 (the Lambda runtime,
+# found by scripts/find-python.sh) and the package index: no venv, so a fresh clone builds.
+#  1. the dependencies of requirements.txt, as wheels for the function's platform (python3.13,
+#     arm64; every dependency is pure Python today, and --only-binary fails loudly if one is not);
+#  2. the CodeUri's code (lambda/), without caches: the handler's package only, no CLI;
+#  3. bytecode. Lambda's code directory is read-only, so without it every cold start compiles
+#     each module it imports (`make bench` measures both). unchecked-hash, because SAM zips files
+#     with 1980 timestamps that timestamp-based .pyc files would never match.
+LAMBDA_PYTHON = $(shell $(ROOT)/scripts/find-python.sh 3.13 --exact)
+LAMBDA_CODE := $(ROOT)/lambda
+LAMBDA_PLATFORM := --platform manylinux2014_aarch64 --implementation cp --python-version 3.13 \
+	--only-binary=:all:
+LAMBDA_FUNCTIONS := RotatorFunction HealthCheckFunction
+COPY_CODE := import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2], dirs_exist_ok=True, \
+	ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
+
+.PHONY: $(addprefix build-,$(LAMBDA_FUNCTIONS))
+$(addprefix build-,$(LAMBDA_FUNCTIONS)):
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set: run sam build" >&2; exit 1; }
+	@test -n "$(LAMBDA_PYTHON)" || { echo "python3.13 (the Lambda runtime) not found" >&2; exit 1; }
+	$(LAMBDA_PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile \
+		--target "$(ARTIFACTS_DIR)" $(LAMBDA_PLATFORM) -r "$(ROOT)/requirements.txt"
+	rm -rf "$(ARTIFACTS_DIR)/bin"
+	$(LAMBDA_PYTHON) -c '$(COPY_CODE)' "$(LAMBDA_CODE)" "$(ARTIFACTS_DIR)"
+	$(LAMBDA_PYTHON) -m compileall -q -j0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)"
 
 clean:
 	rm -rf $(VENV) $(VENV_TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

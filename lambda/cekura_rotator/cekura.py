@@ -37,6 +37,7 @@ from cekura_rotator.secret_value import MintedKey, fingerprint
 
 KEYS_PATH = "/user/api/v1/user-api-key/"
 VALIDATE_PATH = "/app/otel/validate/"
+PROJECTS_PATH = "/user/v1/projects/"
 AUTH_HEADER = "X-CEKURA-API-KEY"
 BEARER_HEADER = "Authorization"
 USER_AGENT = f"cekura-rotator/{__version__}"
@@ -233,6 +234,23 @@ class CekuraClient:
         reply = self._send(_Call("GET", VALIDATE_PATH, auth, params=params), policy, deadline)
         if reply.status != 200:
             self._raise_for(reply, "key validation", auth)
+
+    def sees_project(
+        self, credential: Credential | str, *, project_id: int, deadline: float | None = None
+    ) -> bool:
+        """Whether Cekura authenticates `credential` and shows it project `project_id`: one
+        bounded GET of the projects list filtered to that project. Works for a dashboard session
+        too, which `validate` ignores. Raises on a refusal (401, 403) or a failure."""
+        auth = as_credential(credential)
+        params = {"project_id": str(project_id)}
+        reply = self._send(_Call("GET", PROJECTS_PATH, auth, params=params), _READ, deadline)
+        if reply.status != 200:
+            self._raise_for(reply, "the project listing", auth)
+        body = reply.json()
+        items = body.get("results", body) if isinstance(body, dict) else body
+        if not isinstance(items, list):
+            raise CekuraProtocolError("Cekura's project list is not a JSON array", status=200)
+        return any(isinstance(item, dict) and item.get("id") == project_id for item in items)
 
     def delete_key(
         self, credential: Credential | str, key_id: int, *, deadline: float | None = None

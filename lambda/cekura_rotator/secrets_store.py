@@ -160,7 +160,8 @@ class SecretsStore:
                 return found
             kwargs["NextToken"] = page["NextToken"]
 
-    # -- for the operator CLI: details, listing, reading with dates, creating, rotating ------------
+    # -- the fleet, for the health check and the CLI: details, listing, rotating ---------------
+    # (the same methods, with the same shapes, as the operator CLI's branch adds)
 
     def describe_details(self, secret_id: str) -> SecretDetails:
         """DescribeSecret, with what an operator is shown besides the rotation's needs."""

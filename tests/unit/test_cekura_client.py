@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from cekura_rotator.cekura import CekuraClient
+from cekura_rotator.cekura import CekuraClient, Credential
 from cekura_rotator.errors import (
     CekuraAuthError,
     CekuraForbiddenError,
@@ -238,3 +238,24 @@ def test_without_a_deadline_throttling_counts_as_attempts(
     with pytest.raises(CekuraRateLimitedError):
         client(fake, []).validate(key, project_id=project)
     assert len(routes(fake, "validate")) == 5
+
+
+def test_sees_project_answers_for_keys_and_sessions_alike(fake: FakeCekura, project: int) -> None:
+    # Given a project key, a dashboard session of the same organisation, and another project
+    other = fake.create_project(name="Q", organization="Other")
+    key = fake.issue_key(project_id=project, name="k").key
+    session = fake.issue_session(project)
+    cekura = client(fake, [])
+    # When each is asked whether it sees a project
+    # Then Cekura's one filtered listing says so, for a key and for a session
+    assert cekura.sees_project(key, project_id=project)
+    assert not cekura.sees_project(key, project_id=other)
+    assert cekura.sees_project(Credential.bearer(session), project_id=project)
+    assert [r.query.get("project_id") for r in fake.requests if r.route == "projects"] == [
+        str(project),
+        str(other),
+        str(project),
+    ]
+    # And a credential Cekura does not know is a refusal, not a "no"
+    with pytest.raises(CekuraAuthError):
+        cekura.sees_project("ck_fake_unknown_key_000", project_id=project)

@@ -2,7 +2,7 @@
 
     python -m tools.bench [--rotations N] [--scale 10,50,200] [--rate 20] [--skip-build]
                           [--aws-latency-ms 25] [--cekura-latency-ms 150] [--prod-rotations 6]
-                          [--quick]
+                          [--health 200,1000] [--quick]
 
 The real handler is measured beside a minimal rotator (tools/bench/minimal.py) on the same
 stand-ins in the same run, so the ratios are what matter; absolute times are this machine's.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.local.stack import patched_environ
-from tools.bench import coldstart, memory, package, production, rotations, scale
+from tools.bench import coldstart, health, memory, package, production, rotations, scale
 from tools.bench.report import Report, write_json
 from tools.bench.stand import ROOT, BenchError, Stand, open_stand
 
@@ -55,7 +55,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rotations", type=int, default=30, help="warm rotations per rotator")
     parser.add_argument("--scale", type=_sizes, default=[10, 50, 200], help="secrets at once")
-    parser.add_argument("--rate", type=float, default=20.0, help="Cekura requests/s in --scale")
+    parser.add_argument(
+        "--rate", type=float, default=20.0, help="Cekura requests/s in --scale and --health"
+    )
+    parser.add_argument(
+        "--health",
+        type=_sizes,
+        default=list(health.SIZES),
+        help="fleet sizes for the health check's figures",
+    )
     parser.add_argument("--cold-repeats", type=int, default=5, help="cold starts per rotator")
     parser.add_argument("--skip-build", action="store_true", help="no sam build (no size figures)")
     parser.add_argument(
@@ -85,7 +93,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.skip_build = True
-        args.rotations, args.cold_repeats, args.scale = 2, 1, [2]
+        args.rotations, args.cold_repeats, args.scale, args.health = 2, 1, [2], [3]
         args.prod_rotations, args.memory_repeats = 2, 1
     if args.rotations < 2 or args.cold_repeats < 1 or args.rate <= 0:
         parser.error("--rotations must be >= 2, --cold-repeats >= 1, --rate > 0")
@@ -125,13 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(built, str):
             scenarios = [coldstart.venv()]
         else:
-            scenarios = [
-                coldstart.shipped(built.directory),
-                coldstart.precompiled(built.precompiled),
-            ]
+            # The shipped package last: the memory and import figures use the last scenario.
+            scenarios = [coldstart.sources(built.sources), coldstart.shipped(built.directory)]
         try:
             with open_stand(devnull) as stand:
                 failed = _measure(stand, args, scenarios, report, figures)
+            # On stand-ins of its own: the account then holds only the health check's fleet.
+            figures["health"] = health.run(args.health, args.rate, devnull)
+            report.health(figures["health"])
+            failed = failed or health.failed(figures["health"])
         except BenchError as e:
             report.line(f"\nbench aborted: {e}")
             return 1

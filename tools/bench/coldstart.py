@@ -1,10 +1,11 @@
 """Cold starts, peak memory and import costs, each from a fresh interpreter (tools.bench.probe).
 
 A scenario is one way of laying out the code a container would load:
-- `shipped`: the `sam build` output as it is (sources only, no bytecode), run with `-S` so only
-  the package and the standard library are importable, and nothing is written back, as in
-  Lambda's read-only code directory: every module is compiled from source on every cold start.
-- `precompiled`: the same package with every module compiled to unchecked-hash `.pyc`.
+- `shipped`: exactly what plain `sam build` produced (its makefile build ships unchecked-hash
+  `.pyc`), run with `-S` so only the package and the standard library are importable, and nothing
+  is written back, as in Lambda's read-only code directory.
+- `sources`: the same package without its bytecode, as a build that skips the Makefile ships it:
+  every module is compiled from source on every cold start.
 - `venv`: without a build (`--skip-build`), the project's venv with PYTHONPATH=lambda:. and its
   bytecode caches warm; modules the package would not contain are hidden from the probe.
 """
@@ -96,19 +97,21 @@ def runtime_sdk() -> Path:
 
 
 def shipped(directory: Path) -> Scenario:
+    """The rotator's package exactly as plain `sam build` left it."""
     return Scenario(
         "shipped",
-        "as `sam build` ships it (no .pyc)",
+        "as plain `sam build` ships it (with its .pyc)",
         (directory, ROOT, runtime_sdk()),
         ("-S",),
         {"PYTHONDONTWRITEBYTECODE": "1"},
     )
 
 
-def precompiled(directory: Path) -> Scenario:
+def sources(directory: Path) -> Scenario:
+    """The same package without bytecode (tools.bench.package.Package.sources)."""
     return Scenario(
-        "precompiled",
-        "package with .pyc added",
+        "sources",
+        "the same package without .pyc",
         (directory, ROOT, runtime_sdk()),
         ("-S",),
         {"PYTHONDONTWRITEBYTECODE": "1"},

@@ -1,8 +1,11 @@
-"""The deployment package: `sam build`, its size unzipped and zipped, and what dominates it.
+"""The deployment package: plain `sam build`, its size unzipped and zipped, and what dominates it.
 
-Also builds a precompiled copy (every module compiled to `.pyc`), because `sam build` ships
-sources only and Lambda's code directory is read-only: without shipped bytecode, every cold start
-compiles boto3, botocore, httpx and Powertools from source. The cold-start figures run from both.
+`sam build` runs the root Makefile's build-<LogicalId> targets (template.yaml: BuildMethod
+makefile), so the package it ships holds unchecked-hash bytecode. The bench measures exactly that
+directory. It also makes a copy without the bytecode (what `sam build` shipped before 0.3, and
+what any build that skips the Makefile ships), because Lambda's code directory is read-only:
+without shipped bytecode every cold start compiles httpx and Powertools from source. The
+cold-start figures run from both.
 
 And a variant without the AWS SDK (`build_slim`): `pip install --target` of requirements.txt
 less boto3, botocore and the packages only they bring (s3transfer, jmespath, python-dateutil,
@@ -43,18 +46,20 @@ class Package:
     """A built package and its sizes (bytes)."""
 
     directory: Path
-    precompiled: Path
+    """The rotator's package exactly as plain `sam build` produced it."""
+    sources: Path
+    """A copy of it without bytecode."""
     build_seconds: float
     unzipped: int
     zipped: int
-    precompiled_unzipped: int
-    precompiled_zipped: int
+    sources_unzipped: int
+    sources_zipped: int
+    bytecode_files: int
     top: list[tuple[str, int]] = field(default_factory=list)
-    service_models: int = 0
 
 
 def build(workdir: Path) -> Package | str:
-    """Build into `workdir`; a string says why no package could be built."""
+    """Plain `sam build` into `workdir`; a string says why no package could be built."""
     sam = _sam()
     if sam is None:
         return "sam not found (set TOOLS_BIN to the tools venv's bin, or put sam on PATH)"
@@ -67,17 +72,9 @@ def build(workdir: Path) -> Package | str:
         "SAM_CLI_TELEMETRY": "0",
     }
     build_dir = workdir / "sam"
-    command = [
-        str(sam),
-        "build",
-        "--template-file",
-        "template.yaml",
-        # CodeUri (lambda/) has no manifest of its own; without this the build ships no deps.
-        "--manifest",
-        "requirements.txt",
-        "--build-dir",
-        str(build_dir),
-    ]
+    # Plain `sam build` from the root (samconfig.toml gives the template and the options); the
+    # build directory only keeps the repository's .aws-sam/ untouched.
+    command = [str(sam), "build", "--build-dir", str(build_dir)]
     started = time.perf_counter()
     done = subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
@@ -87,19 +84,18 @@ def build(workdir: Path) -> Package | str:
     if done.returncode != 0 or not function_dir.is_dir():
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         return f"sam build failed ({done.returncode}): {' | '.join(tail)}"
-    precompiled = workdir / "precompiled"
-    shutil.copytree(function_dir, precompiled)
-    _compile(precompiled)
+    sources = workdir / "sources-only"
+    shutil.copytree(function_dir, sources, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return Package(
         directory=function_dir,
-        precompiled=precompiled,
+        sources=sources,
         build_seconds=seconds,
         unzipped=_tree_size(function_dir),
         zipped=_zipped_size(function_dir, workdir / "package.zip"),
-        precompiled_unzipped=_tree_size(precompiled),
-        precompiled_zipped=_zipped_size(precompiled, workdir / "precompiled.zip"),
+        sources_unzipped=_tree_size(sources),
+        sources_zipped=_zipped_size(sources, workdir / "sources.zip"),
+        bytecode_files=sum(1 for _ in function_dir.rglob("*.pyc")),
         top=_top_entries(function_dir),
-        service_models=_tree_size(function_dir / "botocore" / "data"),
     )
 
 
@@ -204,11 +200,6 @@ def _compile(directory: Path) -> None:
         check=True,
         timeout=600,
     )
-
-
-def bytecode_tag() -> str:
-    """The interpreter tag baked into the `.pyc` names (Lambda's python3.13 needs cpython-313)."""
-    return sys.implementation.cache_tag or "none"
 
 
 def _sam() -> Path | None:

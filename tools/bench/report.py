@@ -12,12 +12,13 @@ from tools.bench.package import Package, SlimPackage
 from tools.bench.rotations import MINIMUM, REVOCATION, STEPS
 from tools.bench.stats import mb, ms, spread
 
-COLD_GOAL = 1.3
+COLD_GOAL = 1.1  # the package as plain `sam build` ships it
 WARM_GOAL = 1.25
 PRODUCTION_GOAL = 1.15  # under grace
-PACKAGE_GOAL = 10_000_000  # zipped, as deployed (with .pyc)
+PACKAGE_GOAL = 4_000_000  # zipped, as deployed (plain `sam build`, with its .pyc)
 RSS_GOAL = 90_000_000
 SCALE_GOAL = 1.5
+HEALTH_GOAL = 1.2
 
 
 @dataclass(frozen=True)
@@ -49,28 +50,26 @@ class Report:
     # -- sections ---------------------------------------------------------------------------
 
     def package(self, package: Package | str) -> None:
-        self.heading("Deployment package (sam build: python3.13, arm64)")
+        self.heading("Deployment package (plain sam build: python3.13, arm64, with bytecode)")
         if isinstance(package, str):
             self.line(f"  skipped: {package}")
             self.row("package size", "skipped")
             return
-        self.line(f"  built in {package.build_seconds:.1f} s")
-        self.line(f"  as built:  {mb(package.unzipped)} unzipped, {mb(package.zipped)} zipped")
+        self.line(f"  built in {package.build_seconds:.1f} s ({package.bytecode_files} .pyc)")
+        self.line(f"  as built:      {mb(package.unzipped)} unzipped, {mb(package.zipped)} zipped")
         self.line(
-            f"  with .pyc: {mb(package.precompiled_unzipped)} unzipped, "
-            f"{mb(package.precompiled_zipped)} zipped"
+            f"  without .pyc:  {mb(package.sources_unzipped)} unzipped, "
+            f"{mb(package.sources_zipped)} zipped"
         )
         self.line("  largest entries (unzipped):")
         for name, size in package.top:
             self.line(f"    {name:<28} {mb(size):>9}  {100 * size / package.unzipped:4.1f}%")
-        self.line(f"  of which botocore/data (service models): {mb(package.service_models)}")
-        self.line(f"  goal: at most {mb(PACKAGE_GOAL)} zipped, as `make build` ships it (.pyc)")
-        self.row("package, zipped / unzipped", f"{mb(package.zipped)} / {mb(package.unzipped)}")
+        self.line(f"  goal: at most {mb(PACKAGE_GOAL)} zipped, as plain `sam build` ships it")
         self.row(
-            "package zipped, with .pyc (make build)",
-            mb(package.precompiled_zipped),
+            "package zipped, as sam build ships it (.pyc)",
+            f"{mb(package.zipped)} ({mb(package.unzipped)} unzipped)",
             f"<= {mb(PACKAGE_GOAL)}",
-            package.precompiled_zipped <= PACKAGE_GOAL,
+            package.zipped <= PACKAGE_GOAL,
         )
 
     def slim(self, slim: SlimPackage | str) -> None:
@@ -126,23 +125,26 @@ class Report:
         )
         self.line(f"    first-rotation steps, ms handler/minimal: {steps}")
         ratio = figures["ratio"]
-        self.line(f"    ratio handler/minimal {ratio:.2f} (goal <= {COLD_GOAL})")
+        # The goal is for what ships; the package without bytecode is shown for comparison.
+        goal = COLD_GOAL if figures["scenario"] in ("shipped", "venv") else None
+        target = f" (goal <= {goal})" if goal else " (no goal: not what ships)"
+        self.line(f"    ratio handler/minimal {ratio:.2f}{target}")
         self.row(
             f"cold start ratio, {figures['scenario']}",
             f"{ratio:.2f} ({ms(figures['handler']['total_s'])})",
-            f"<= {COLD_GOAL}",
-            ratio <= COLD_GOAL,
+            f"<= {goal}" if goal else "",
+            ratio <= goal if goal else None,
         )
 
-    def bytecode(self, shipped: dict[str, Any], precompiled: dict[str, Any]) -> None:
-        saved = shipped["handler"]["total_s"] - precompiled["handler"]["total_s"]
-        speedup = shipped["handler"]["total_s"] / precompiled["handler"]["total_s"]
+    def bytecode(self, sources: dict[str, Any], shipped: dict[str, Any]) -> None:
+        saved = sources["handler"]["total_s"] - shipped["handler"]["total_s"]
+        speedup = sources["handler"]["total_s"] / shipped["handler"]["total_s"]
         self.line(
-            f"  shipping .pyc would save {ms(saved)} of the handler's cold start "
-            f"({speedup:.1f}x faster): Lambda's code directory is read-only, so today every "
-            "cold start compiles every module it imports"
+            f"  the shipped .pyc save {ms(saved)} of the handler's cold start "
+            f"({speedup:.1f}x faster than the same package without them): Lambda's code "
+            "directory is read-only, so without them every cold start compiles every module"
         )
-        self.row("cold start, with .pyc / as built", f"{speedup:.1f}x faster (-{ms(saved)})")
+        self.row("cold start, sam build / without .pyc", f"{speedup:.1f}x faster (-{ms(saved)})")
 
     def imports(self, breakdown: dict[str, Any]) -> None:
         total = breakdown["total_s"]
@@ -397,6 +399,63 @@ class Report:
         self.line(
             "  bound = accepted Cekura requests / rate; 'no limit' = the same N unthrottled, "
             "the floor that moto server and this machine's 2 cores set"
+        )
+
+    def health(self, figures: dict[str, Any]) -> None:
+        rate = figures["rate"]
+        self.heading(
+            f"Health check: one scheduled run over N healthy secrets (a fresh process), Cekura at "
+            f"{rate:g} req/s (429 + Retry-After)"
+        )
+        self.line(
+            f"  {'N':>5} {'time':>8} {'bound':>8} {'ratio':>6} {'checked':>8} "
+            f"{'AWS/secret':>11} {'Cekura/secret':>14} {'429s':>5} {'ListSecrets':>12} "
+            f"{'peak RSS':>9}"
+        )
+        for run in figures["runs"]:
+            ratio, bound = run["ratio"], run["lower_bound_s"]
+            self.line(
+                f"  {run['secrets']:>5} {run['seconds']:>7.1f}s "
+                f"{f'{bound:.1f}s' if bound else '-':>8} {f'{ratio:.2f}' if ratio else '-':>6} "
+                f"{run['checked']:>8} {run['aws_per_secret']:>11.2f} "
+                f"{run['cekura_per_secret']:>14.2f} {run['cekura_429']:>5} "
+                f"{run['list_pages']:>12} {mb(run['peak_rss_bytes']):>9}"
+            )
+            done = run["checked"] == run["secrets"] and not run["unfinished"]
+            if ratio is None:
+                self.row(
+                    f"health check, {run['secrets']} secrets",
+                    f"within Cekura's burst ({run['seconds']:.1f} s), "
+                    f"{run['checked']}/{run['secrets']}",
+                    "all checked",
+                    done,
+                )
+            else:
+                self.row(
+                    f"health check, {run['secrets']} secrets",
+                    f"{ratio:.2f}x bound ({run['seconds']:.1f} s), "
+                    f"{run['checked']}/{run['secrets']}",
+                    f"<= {HEALTH_GOAL}x",
+                    done and ratio <= HEALTH_GOAL,
+                )
+            self.row(
+                f"health calls/healthy secret, {run['secrets']}",
+                f"{run['aws_per_secret']:.2f} AWS + {run['cekura_per_secret']:.2f} Cekura "
+                f"(+ {run['list_pages']} ListSecrets pages)",
+                "1 AWS + 1 Cekura",
+                run["aws_per_secret"] <= 1 and run["cekura_per_secret"] <= 1,
+            )
+            self.row(
+                f"peak RSS, health check {run['secrets']}",
+                mb(run["peak_rss_bytes"]),
+                f"< {mb(RSS_GOAL)}",
+                run["peak_rss_bytes"] < RSS_GOAL,
+            )
+        self.line(
+            "  bound = accepted Cekura requests / rate (none within the first second's burst); "
+            "time = the handler's run, import apart; "
+            "AWS/secret = GetSecretValue per secret checked (ListSecrets pages apart, one per 100 "
+            "secrets of the account)"
         )
 
     def summary(self) -> None:
