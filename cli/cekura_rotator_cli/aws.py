@@ -352,11 +352,6 @@ def function_name(function_arn: str) -> str:
     return parts[6] if len(parts) > 6 else function_arn
 
 
-def unqualified(function_arn: str) -> str:
-    """The function's ARN without a version or alias."""
-    return ":".join(function_arn.split(":")[:7])
-
-
 def arn_region(arn: str) -> str | None:
     parts = arn.split(":")
     return parts[3] if len(parts) > 3 and parts[3] else None

@@ -26,9 +26,10 @@ from typing import Any, Literal
 from cekura_rotator.config import Config
 from cekura_rotator.credentials import load_admin_credential
 from cekura_rotator.errors import AdminSecretError, ConfigError, SecretsStoreError
+from cekura_rotator.health_checks import rotated_by, unqualified
 from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDetails
 from cekura_rotator_cli import admin
-from cekura_rotator_cli.aws import FunctionInfo, arn_region, request, unqualified
+from cekura_rotator_cli.aws import FunctionInfo, arn_region, request
 from cekura_rotator_cli.context import Run
 from cekura_rotator_cli.errors import (
     EXIT_FAILED,
@@ -236,7 +237,7 @@ class _Doctor:
         )
         if not secret.rotation_lambda_arn:
             return Check("rotation", "fail", "the secret has no rotation function", attach)
-        if function_arn and unqualified(secret.rotation_lambda_arn) != unqualified(function_arn):
+        if function_arn and not rotated_by(secret, function_arn):
             return Check(
                 "rotation",
                 "fail",

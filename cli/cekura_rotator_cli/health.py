@@ -13,16 +13,16 @@ unchecked; else 0.
 from __future__ import annotations
 
 import argparse
-import importlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any
 
 from cekura_rotator.config import Config
 from cekura_rotator.errors import ConfigError
+from cekura_rotator.health import HealthCheck, HealthReport, HealthSettings, SecretHealth
+from cekura_rotator.health_checks import rotated_by, unqualified
 from cekura_rotator.secrets_store import SecretDescription
-from cekura_rotator_cli.aws import FunctionInfo, unqualified
+from cekura_rotator_cli.aws import FunctionInfo
 from cekura_rotator_cli.context import Run
 from cekura_rotator_cli.errors import (
     EXIT_FAILED,
@@ -40,49 +40,6 @@ HELP = (
     "the health check from here: dead keys, stuck and overdue rotations, revocations owed; "
     "--fix also settles, clears and heals as the health function does"
 )
-
-
-class SecretHealth(Protocol):
-    """One secret in the health check's report (`cekura_rotator.health.SecretHealth`)."""
-
-    @property
-    def arn(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def rotation_enabled(self) -> bool: ...
-    @property
-    def last_rotated(self) -> datetime | None: ...
-    @property
-    def next_rotation(self) -> datetime | None: ...
-    @property
-    def current_key(self) -> str: ...
-    @property
-    def current_key_id(self) -> int | None: ...
-    @property
-    def stuck(self) -> bool: ...
-    @property
-    def overdue(self) -> bool: ...
-    @property
-    def owed(self) -> int: ...
-    @property
-    def grace(self) -> int: ...
-    @property
-    def manual(self) -> int: ...
-    @property
-    def notes(self) -> tuple[str, ...]: ...
-    @property
-    def actions(self) -> tuple[str, ...]: ...
-
-
-class HealthReport(Protocol):
-    """The health check's report (`cekura_rotator.health.HealthReport`)."""
-
-    @property
-    def secrets(self) -> Sequence[SecretHealth]: ...
-    @property
-    def unfinished(self) -> Sequence[str]: ...
-    def summary(self) -> Mapping[str, Any]: ...
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,48 +100,36 @@ def fleet_status(args: argparse.Namespace, run: Run) -> int:
 # -- running the health check ------------------------------------------------------------------
 
 
-def health_module() -> Any:
-    """`cekura_rotator.health`, which older installations of the rotator package lack."""
-    try:
-        return importlib.import_module("cekura_rotator.health")
-    except ImportError as e:
-        raise CliError(
-            f"this installation's rotator package has no health check ({e}); install the "
-            "CLI from a checkout that has lambda/cekura_rotator/health.py",
-            EXIT_USAGE,
-        ) from None
-
-
 def _check(
     args: argparse.Namespace, run: Run, *, fix: bool, secret_ids: Sequence[str] | None
 ) -> list[tuple[FunctionInfo, HealthReport]]:
     explicit = explicit_cekura_url(args, run.env)  # a bad URL fails before anything is read
-    module = health_module()
     store = run.aws.store()
     reports = []
     for function, ids in _functions(args, run, secret_ids):
         config = _config(function, explicit)
         cekura = run.cekura(config.cekura_api_url)
         try:
-            revoker = None
-            if fix:
-                from cekura_rotator.revocation import Revoker
-
-                revoker = Revoker(store=store, cekura=cekura)
-            check = module.HealthCheck(
+            check = HealthCheck(
                 config=config,
-                settings=module.HealthSettings(
+                settings=HealthSettings(
                     rotation_function_arn=function.arn,
                     stuck_hours=args.stuck_hours,
                     heal=fix,
                 ),
                 store=store,
                 cekura=cekura,
-                revoker=revoker,
             )
             with run.rotator_logs():
                 report = check.run(ids, fix=fix, deadline=None)
-            reports.append((function, cast(HealthReport, report)))
+            if report.rejected_input:
+                reasons = "; ".join(f"{s}: {why}" for s, why in report.rejected_input.items())
+                raise CliError(
+                    f"the health check of {function.arn} refused these secrets, and checked "
+                    f"nothing: {reasons}",
+                    EXIT_USAGE,
+                )
+            reports.append((function, report))
         finally:
             cekura.close()
     return reports
@@ -247,9 +192,7 @@ def _rotator(run: Run, function_arn: str) -> FunctionInfo:
 
 def _same_function(secrets: Sequence[SecretDescription], function_arn: str) -> None:
     for secret in secrets:
-        if not secret.rotation_lambda_arn or unqualified(secret.rotation_lambda_arn) != unqualified(
-            function_arn
-        ):
+        if not rotated_by(secret, function_arn):
             raise CliError(
                 f"secret {secret.arn} is rotated by {secret.rotation_lambda_arn or 'nothing'}, "
                 f"not by {function_arn}",

@@ -23,9 +23,9 @@ from typing import Any
 from cekura_rotator import ledger
 from cekura_rotator.config import Config
 from cekura_rotator.errors import ConfigError
+from cekura_rotator.health_checks import rotated_by
 from cekura_rotator.revocation import Proof, Revoker
 from cekura_rotator.secrets_store import SecretDescription, SecretsStore
-from cekura_rotator_cli.aws import unqualified
 from cekura_rotator_cli.context import Run
 from cekura_rotator_cli.errors import (
     EXIT_FAILED,
@@ -187,12 +187,7 @@ def list_command(args: argparse.Namespace, run: Run) -> int:
     else:
         secrets, searched = _rotated_secrets(args, run, store)
     if args.function_arn:
-        secrets = [
-            s
-            for s in secrets
-            if s.rotation_lambda_arn
-            and unqualified(s.rotation_lambda_arn) == unqualified(args.function_arn)
-        ]
+        secrets = [s for s in secrets if rotated_by(s, args.function_arn)]
     found = [owed for secret in secrets for owed in entries(store, secret, run)]
     now = run.now()
     counts = {state: sum(1 for e in found if e.state == state) for state in ledger.State}
@@ -218,12 +213,7 @@ def _rotated_secrets(
     where = run.aws.where()
     by = f"rotated by {args.function_arn}" if args.function_arn else "with rotation"
     if args.function_arn:
-        wanted = unqualified(args.function_arn)
-        rotated = [
-            s
-            for s in rotated
-            if s.rotation_lambda_arn and unqualified(s.rotation_lambda_arn) == wanted
-        ]
+        rotated = [s for s in rotated if rotated_by(s, args.function_arn)]
     if not rotated:
         raise CliError(
             f"no secret {by} in {where} ({len(listed)} secret(s) listed), so there is nothing "

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from cekura_rotator import ledger
 from cekura_rotator.cekura import CekuraClient
 from cekura_rotator.config import Config
 from cekura_rotator.errors import ConfigError
+from cekura_rotator.health_checks import is_stuck, pending_version
 from cekura_rotator.secrets_store import CURRENT, PENDING, PREVIOUS, SecretDetails
 from cekura_rotator_cli import admin, health
 from cekura_rotator_cli.context import Run
@@ -79,25 +80,18 @@ class Status:
     owed: list[Owed]
     admin: admin.AdminView
     now: datetime
-    stuck_after: timedelta
+    stuck_hours: float
 
     @property
     def pending(self) -> Version | None:
         """The version AWSPENDING is on, when it is not AWSCURRENT's (a rotation not finished)."""
-        secret = self.details.secret
-        pending = secret.version_with(PENDING)
-        if pending is None or pending == secret.version_with(CURRENT):
-            return None
+        pending = pending_version(self.details.secret.versions)
         return next((v for v in self.versions if v.version_id == pending), None)
 
     @property
     def stuck(self) -> bool:
         pending = self.pending
-        return (
-            pending is not None
-            and pending.created is not None
-            and self.now - pending.created > self.stuck_after
-        )
+        return pending is not None and is_stuck(pending.created, self.now, self.stuck_hours)
 
     def last_result(self) -> tuple[str, str]:
         """(status, text) of the last rotation."""
@@ -154,7 +148,7 @@ def secret_status(args: argparse.Namespace, run: Run) -> int:
         entries(store, secret, run),
         admin_view,
         run.now(),
-        timedelta(hours=args.stuck_hours),
+        args.stuck_hours,
     )
     run.console.result(_document(status), _lines(status, run))
     return _outcome(status, run)

@@ -1,11 +1,9 @@
 """`cekura-rotator health` and the fleet view of `status` (issue 15's CLI part), against moto
-server and the fake Cekura. Both run the health check's own code (`cekura_rotator.health`),
-which is written in parallel: this module is skipped until it is merged.
+server and the fake Cekura. Both run the health check's own code (`cekura_rotator.health`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import uuid
@@ -28,13 +26,6 @@ from tests.integration.cli_harness import (
     shared_stack,
     stack,
 )
-
-if importlib.util.find_spec("cekura_rotator.health") is None:
-    pytest.skip(
-        "cekura_rotator.health (issue 15's health check) is not merged yet; the CLI's `health` "
-        "and fleet `status` are tested once it is",
-        allow_module_level=True,
-    )
 
 __all__ = ["shared_stack", "stack"]  # fixtures, used by name
 
