@@ -115,7 +115,8 @@ def _check(
                 settings=HealthSettings(
                     rotation_function_arn=function.arn,
                     stuck_hours=args.stuck_hours,
-                    heal=fix,
+                    # An operator's run heals only with --fix; without it, it says it would.
+                    heal=True,
                 ),
                 store=store,
                 cekura=cekura,

@@ -138,6 +138,27 @@ def test_health_reports_a_dead_key_and_changes_nothing_without_fix(stack: LocalS
     assert_no_key_material(stack, result.text, extra=(session,))
 
 
+def test_health_without_fix_says_it_would_heal_and_heals_nothing(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a dead key, and the function deployed with an admin credential that could heal it
+    seeded = seed(stack)
+    admin = stack.create_admin_secret("bearer_token", project_id=seeded.project)
+    variables = {**admin.env(), "CEKURA_API_URL": stack.fake.url}
+    set_function_environment(stack, variables)
+    session = kill(stack, seeded)
+    before = current_value(stack.client(), seeded.arn)
+
+    # When health runs without --fix
+    result = cli(stack, "health", "--secret-id", seeded.arn)
+
+    # Then it says which rotation it would start, and started none
+    assert result.code == 1
+    assert f"would start a rotation with admin secret {admin.arn}" in result.out
+    assert current_value(stack.client(), seeded.arn) == before
+    assert_no_key_material(stack, result.text, extra=(session, admin.credential))
+
+
 def test_health_fix_heals_a_dead_key_with_the_admin_credential(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
