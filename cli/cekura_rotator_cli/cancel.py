@@ -8,7 +8,7 @@ logs when it ends), and the version itself is older than that. Without that proo
 unreadable, a step logged recently) the command refuses.
 
 The key createSecret minted into the version is live at Cekura: before AWSPENDING goes, it is
-recorded as owed (`Revoker.record`, in the ledger's vocabulary), so later rotations and the health
+recorded as owed (`Recorder.record`, in the ledger's vocabulary), so later rotations and the health
 check revoke it.
 Both changes run with Ctrl-C held (record first: a crash in between leaves the record and the
 stuck label, and running the command again finishes the job).
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cekura_rotator import key_names, ledger
-from cekura_rotator.config import DEFAULT_API_URL, Config
+from cekura_rotator.config import Config
 from cekura_rotator.errors import ConfigError, SecretsStoreError
 from cekura_rotator.ledger import State
-from cekura_rotator.revocation import HeldKey, Revoker, held_key, key_ref
+from cekura_rotator.revocation import HeldKey, Recorder, held_key, key_ref
 from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription
 from cekura_rotator_cli.aws import FunctionInfo, FunctionLog
 from cekura_rotator_cli.context import Run
@@ -70,31 +70,26 @@ def cancel(args: argparse.Namespace, run: Run) -> int:
             EXIT_FAILED,
         )
     label = None
-    cekura = run.cekura(DEFAULT_API_URL)  # the Revoker's; recording never calls Cekura
-    revoker = Revoker(store=store, cekura=cekura)
-    try:
-        with run.changes(), run.rotator_logs():
-            if held.owes:
-                labels = revoker.record(
-                    secret.arn,
-                    secret.versions,
-                    pending,
-                    held.key,
-                    state=State.OWED,
-                    named=held.known,
+    with run.changes(), run.rotator_logs():
+        if held.owes:
+            labels = Recorder(store).record(
+                secret.arn,
+                secret.versions,
+                pending,
+                held.key,
+                state=State.OWED,
+                named=held.known,
+            )
+            label = _recorded(labels, pending, held.key)
+            if label is None:
+                raise CliError(
+                    f"the key in version {pending} could not be recorded as owed (see the "
+                    "error above); AWSPENDING was left on it, so nothing lost track of it",
+                    EXIT_UNAVAILABLE,
                 )
-                label = _recorded(labels, pending, held.key)
-                if label is None:
-                    raise CliError(
-                        f"the key in version {pending} could not be recorded as owed (see the "
-                        "error above); AWSPENDING was left on it, so nothing lost track of it",
-                        EXIT_UNAVAILABLE,
-                    )
-                run.changed.append(f"recorded the key in version {pending} as owed ({label})")
-            store.move_stage(secret.arn, stage=PENDING, to_version=None, from_version=pending)
-            run.changed.append(f"took AWSPENDING off version {pending}")
-    finally:
-        cekura.close()
+            run.changed.append(f"recorded the key in version {pending} as owed ({label})")
+        store.move_stage(secret.arn, stage=PENDING, to_version=None, from_version=pending)
+        run.changed.append(f"took AWSPENDING off version {pending}")
     lines = [f"Cancelled the rotation of {secret.name}: AWSPENDING is off version {pending}."]
     if label is not None:
         lines.append(

@@ -303,7 +303,7 @@ def clear_command(args: argparse.Namespace, run: Run) -> int:
             for entry, verdict in zip(chosen, verdicts, strict=True):
                 if verdict.code != EXIT_OK:
                     continue
-                if revoker.clear(secret.arn, entry.entry):
+                if revoker.recorder.clear(secret.arn, entry.entry):
                     cleared.append((entry, verdict))
                     run.changed.append(f"cleared the record of {entry.describe()}")
                 else:

@@ -600,7 +600,7 @@ class HealthCheck:
             out.gone.append((entry, key_id))
 
     def _clear(self, run: _Run, out: _Outcome, entry: ledger.Entry, key_id: int | None) -> None:
-        if not self._revoker.clear(out.arn, entry):
+        if not self._revoker.recorder.clear(out.arn, entry):
             out.notes.append(f"clearing manual entry {entry.label} failed; the next run retries")
             return
         run.add(cleared=1)
