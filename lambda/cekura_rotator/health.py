@@ -1005,9 +1005,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         report = check.run(request.secret_ids, fix=True, deadline=deadline, start_after=start_after)
         _refuse_input(report.rejected_input)
     except RotatorError as e:
+        count("HealthCheckFailed")
         logger.exception("Health check failed", error_type=type(e).__name__)
         raise
     except Exception:
+        count("HealthCheckFailed")
         logger.exception("Health check failed unexpectedly")
         raise
     if cursor and report.next_start_after != start_after:
