@@ -970,7 +970,7 @@ def write_cursor(name: str, start_after: str | None) -> None:
 
 
 def emit_metrics(report: HealthReport) -> None:
-    """The run's metrics (PLAN.md): counts, emitted every run, zeros included."""
+    """The run's metrics, emitted every run, zeros included: the alarms read them."""
     count("HealthSecretsChecked", len(report.secrets))
     count("CurrentKeyRejected", len(report.rejected))
     count("RotationsStuck", len(report.stuck))
