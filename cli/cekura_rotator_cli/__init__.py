@@ -4,6 +4,7 @@ Installed with `pip install .` (or `pipx install .`) from the repository root. I
 rotator's own package, `cekura_rotator` (the secret format, the Cekura client, the Secrets Manager
 port, the owed-revocation record), and never runs the Lambda handler.
 
-One module per command (`status`, `rotate`, `check`, `bootstrap`, `revocations`); `app` parses
-the arguments and turns every failure into one line and an exit code.
+One module per command (`status`, `rotate`, `check`, `bootstrap`, `doctor`, `health`,
+`revocations`), each declaring its arguments and its run function; `app` registers them and turns
+every outcome into an exit code from the one table in `errors`.
 """

@@ -13,21 +13,22 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cekura_rotator.cekura import CekuraClient
+from cekura_rotator.config import Config
 from cekura_rotator.credentials import AdminCredential, load_admin_credential
 from cekura_rotator.errors import (
     AdminSecretError,
     CekuraAuthError,
     CekuraError,
     CekuraForbiddenError,
+    ConfigError,
 )
 from cekura_rotator.secret_value import SecretValue
 from cekura_rotator.secrets_store import SecretsStore
 from cekura_rotator_cli.console import Console
 
 DEFAULT_VARIABLE = "CEKURA_ADMIN_SECRET_ARN"
-ALLOWED_VARIABLE = "CEKURA_ALLOWED_ADMIN_SECRET_ARNS"
 Source = Literal["secret", "function", "none", "unknown"]
-_SOURCES: Mapping[Source, str] = {
+SOURCES: Mapping[Source, str] = {
     "secret": "named by the secret (admin_secret_arn)",
     "function": f"the function's default ({DEFAULT_VARIABLE})",
     "none": "none: keys are minted with the key being replaced",
@@ -49,8 +50,8 @@ class AdminView:
 
     def lines(self) -> list[str]:
         if self.arn is None:
-            return [f"Admin secret       {_SOURCES[self.source]}"]
-        lines = [f"Admin secret       {self.arn} ({_SOURCES[self.source]})"]
+            return [f"Admin secret       {SOURCES[self.source]}"]
+        lines = [f"Admin secret       {self.arn} ({SOURCES[self.source]})"]
         if self.fingerprint:
             lines.append(f"  credential       {self.kind} {self.fingerprint}")
         if self.allowed is False:
@@ -86,8 +87,10 @@ def allowed_by_function(arn: str, function_env: Mapping[str, str] | None) -> boo
     """Whether the function may use this admin secret; None when its settings are unknown."""
     if function_env is None:
         return None
-    allowed = {a.strip() for a in function_env.get(ALLOWED_VARIABLE, "").split(",")}
-    return arn == function_env.get(DEFAULT_VARIABLE, "").strip() or arn in allowed
+    try:
+        return Config.from_env(function_env).admin_allowed(arn)
+    except ConfigError:
+        return None  # the function's configuration does not parse: `doctor` says so
 
 
 def inspect(

@@ -1,22 +1,26 @@
-"""The `cekura-rotator` command: arguments, dispatch, and one line plus an exit code per failure.
+"""The `cekura-rotator` command: the registered command modules, and one line plus an exit code
+per failure (the table is in `errors`).
 
-Exit codes: 0 ok; 1 the rotation or check failed; 2 usage or input error (bad secret id, missing
-or refused key, bad admin secret, invalid URL); 3 AWS or Cekura could not be reached or refused
-the caller; 130 interrupted.
+Each command module declares its `NAME`, `HELP`, `add_arguments(parser)` and `run(args, run)`;
+this module registers them, parses, and turns every outcome into an exit code. With
+`--output json` stdout holds one JSON document whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
-from typing import NoReturn, TextIO
+from types import FrameType
+from typing import Any, Protocol, TextIO
 
 from cekura_rotator import __version__
-from cekura_rotator.config import DEFAULT_API_URL
 from cekura_rotator.errors import (
     AdminSecretError,
     CekuraError,
@@ -25,220 +29,63 @@ from cekura_rotator.errors import (
     SecretFormatError,
     SecretsStoreError,
 )
-from cekura_rotator_cli import bootstrap, check, revocations, rotate, status
+from cekura_rotator_cli import bootstrap, check, doctor, health, revocations, rotate, status
 from cekura_rotator_cli.aws import Aws
-from cekura_rotator_cli.console import PROG, Console
+from cekura_rotator_cli.console import PROG, Console, OutputFormat
 from cekura_rotator_cli.context import Run
 from cekura_rotator_cli.errors import (
+    EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    AwsError,
     CliError,
     aws_exit_code,
 )
-
-Command = Callable[[argparse.Namespace, Run], int]
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # argparse echoes unknown arguments, and a key typed as one would be echoed with them.
-        if message.startswith("unrecognized arguments"):
-            message = "unrecognized arguments (not shown, as they may hold a key)"
-        super().error(message)
+from cekura_rotator_cli.options import Parser, aws_options
 
 
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) <= 0:
-        # The value is not echoed: a key pasted into the wrong option must not be printed.
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return int(text)
+class Command(Protocol):
+    """What a command module declares."""
+
+    NAME: str
+    HELP: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace, run: Run) -> int: ...
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError("must be more than 0 and at most 86400 seconds")
-    return value
-
-
-def _common_options() -> tuple[_Parser, _Parser]:
-    """The AWS CLI's global options, accepted before or after the command.
-
-    The copy given to each command uses SUPPRESS as default, so that a command's parser does not
-    overwrite a value given before the command.
-    """
-    parents = []
-    for default in (None, argparse.SUPPRESS):
-        options = _Parser(add_help=False, allow_abbrev=False)
-        options.add_argument(
-            "--profile", default=default, help="AWS profile; default: boto3's (AWS_PROFILE)"
-        )
-        options.add_argument(
-            "--region", default=default, help="AWS region; default: boto3's configuration"
-        )
-        options.add_argument(
-            "--endpoint-url",
-            default=default,
-            help="one endpoint for Secrets Manager, CloudWatch Logs and Lambda (e.g. moto "
-            "server); default: AWS",
-        )
-        options.add_argument(
-            "--output",
-            choices=("table", "json"),
-            default="table" if default is None else default,
-            help="table (for people, the default) or json (one document on stdout; progress "
-            "goes to stderr)",
-        )
-        parents.append(options)
-    return parents[0], parents[1]
+COMMANDS: tuple[Command, ...] = (status, rotate, check, bootstrap, revocations, doctor, health)
+_NOT_FOUND = frozenset({"ResourceNotFoundException", "NotFoundException"})
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (built on demand: importing the module has no side effects)."""
-    top_options, command_options = _common_options()
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         allow_abbrev=False,
-        parents=[top_options],
+        parents=[aws_options(suppress=False)],
         description="Inspect and operate Cekura API key rotation in AWS Secrets Manager.",
-        epilog="Exit codes: 0 ok, 1 rotation or check failed, 2 usage or input error, "
-        "3 AWS or Cekura unreachable or refused.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    cekura = _Parser(add_help=False, allow_abbrev=False)
-    cekura.add_argument(
-        "--cekura-url",
-        help="Cekura API base URL; default: $CEKURA_API_URL, else the rotation function's, "
-        f"else {DEFAULT_API_URL}",
-    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(name: str, run: Command, help_text: str, **kwargs: object) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = commands.add_parser(
-            name,
+    for module in COMMANDS:
+        sub = commands.add_parser(
+            module.NAME,
             allow_abbrev=False,
-            help=help_text,
-            **kwargs,  # type: ignore[arg-type]
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            parents=[aws_options(suppress=True)],
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.set_defaults(run=run)
-        return sub
-
-    status_parser = add(
-        "status",
-        status.command,
-        "versions, labels, keys (fingerprints only), admin credential, owed revocations",
-        parents=[command_options, cekura],
-    )
-    status_parser.add_argument("--secret-id", required=True, help="secret name or ARN")
-
-    rotate_parser = add(
-        "rotate",
-        rotate.command,
-        "start a rotation now (RotateSecret)",
-        parents=[command_options, cekura],
-    )
-    rotate_parser.add_argument("--secret-id", required=True, help="secret name or ARN")
-    rotate_parser.add_argument(
-        "--wait",
-        action="store_true",
-        help="follow it, showing each step reached, until AWSCURRENT moves or it fails",
-    )
-    rotate_parser.add_argument(
-        "--timeout", type=_seconds, default=120.0, help="seconds --wait waits (default 120)"
-    )
-    rotate_parser.add_argument(
-        "--poll-interval", type=_seconds, default=1.0, help="seconds between polls (default 1)"
-    )
-
-    check_parser = add(
-        "check",
-        check.command,
-        "test the rotation configuration (RotateSecret with RotateImmediately=false)",
-        parents=[command_options, cekura],
-    )
-    check_parser.add_argument("--secret-id", required=True, help="secret name or ARN")
-    check_parser.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=60.0,
-        help="seconds to wait for testSecret's outcome in the function's log (default 60)",
-    )
-
-    boot = add(
-        "bootstrap",
-        bootstrap.command,
-        "create the secret from a first key and attach rotation",
-        parents=[command_options, cekura],
-        description="The key is read from stdin when it is not a terminal, else from "
-        "CEKURA_API_KEY (there is no option for it), or minted with --admin-secret-arn.",
-    )
-    boot.add_argument("--secret-name", required=True)
-    boot.add_argument("--project-id", required=True, type=_positive_int)
-    boot.add_argument("--function-arn", required=True, help="the rotation function's ARN")
-    boot.add_argument(
-        "--admin-secret-arn",
-        help="mint the first key with this admin secret's credential instead of reading one; "
-        "the secret then names it (admin_secret_arn)",
-    )
-    boot.add_argument(
-        "--schedule",
-        default="rate(30 days)",
-        help="rate(N days), rate(N hours) or cron(...) (default rate(30 days))",
-    )
-    boot.add_argument("--window", help="rotation window duration, e.g. 4h")
-    boot.add_argument("--kms-key-id", help="customer KMS key for a new secret")
-    boot.add_argument("--description", help="description of a new secret")
-    boot.add_argument(
-        "--key-id", type=_positive_int, help="the given key's id on the Cekura dashboard, if known"
-    )
-    boot.add_argument(
-        "--key-name", help="the given key's dashboard name, or the name of the key to mint"
-    )
-    boot.add_argument(
-        "--no-validate", action="store_true", help="skip validating the key at Cekura first"
-    )
-    boot.add_argument(
-        "--update",
-        action="store_true",
-        help="if the secret exists, store the key as its new AWSCURRENT version",
-    )
-
-    revocation_parser = commands.add_parser(
-        "revocations",
-        allow_abbrev=False,
-        help="old keys awaiting deletion: list them, clear one once deleted",
-    )
-    actions = revocation_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser(
-        "list",
-        allow_abbrev=False,
-        parents=[command_options],
-        help="every revocation awaiting deletion: key id, name, age, secret, owed or manual",
-    )
-    listing.set_defaults(run=revocations.list_command)
-    listing.add_argument(
-        "--secret-id",
-        action="append",
-        help="only this secret (repeatable); default: every secret in the account and region",
-    )
-    listing.add_argument("--function-arn", help="only secrets rotated by this function")
-    clearing = actions.add_parser(
-        "clear",
-        allow_abbrev=False,
-        parents=[command_options],
-        help="remove an entry after its key was deleted in the Cekura dashboard",
-    )
-    clearing.set_defaults(run=revocations.clear_command)
-    clearing.add_argument("--secret-id", required=True, help="secret name or ARN")
-    which = clearing.add_mutually_exclusive_group(required=True)
-    which.add_argument("--version-id", help="the version whose key was deleted")
-    which.add_argument("--key-id", type=_positive_int, help="the id of the key that was deleted")
+        sub.set_defaults(run=module.run)
+        module.add_arguments(sub)
     return parser
 
 
@@ -252,24 +99,43 @@ def main(
     """Run one command; return its exit code. Never raises, never prints a traceback."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    parser = build_parser()
     try:
         with redirect_stdout(out), redirect_stderr(err):
-            args = parser.parse_args(argv)
+            args = build_parser().parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
-    console = Console(out, err, output=args.output)
+    aws = Aws(profile=args.profile, region=args.region, endpoint_url=args.endpoint_url)
+    console = Console(out, err, output=_output_format(args.output, aws))
     run = Run(
         console=console,
         stdin=stdin if stdin is not None else sys.stdin,
         env=os.environ,
-        aws=Aws(profile=args.profile, region=args.region, endpoint_url=args.endpoint_url),
+        aws=aws,
+        aws_options=_aws_options(args),
     )
     name = args.command + (f" {args.action}" if getattr(args, "action", None) else "")
-    subject = _subject(args)
-    with _reported(console, name, subject) as outcome:
+    with _signals(console), _reported(run, name, _subject(args)) as outcome:
         outcome.code = args.run(args, run)
     return outcome.code
+
+
+def _output_format(given: str | None, aws: Aws) -> OutputFormat:
+    """--output, else AWS_DEFAULT_OUTPUT, else the profile's `output`; `text` (and anything but
+    json, as yaml) is shown as the table."""
+    chosen = given or os.environ.get("AWS_DEFAULT_OUTPUT", "").strip()
+    if not chosen:
+        with contextlib.suppress(Exception):  # a missing profile is reported by the command
+            chosen = aws.configured_output() or ""
+    return "json" if chosen.strip().lower() == "json" else "table"
+
+
+def _aws_options(args: argparse.Namespace) -> tuple[str, ...]:
+    given: list[str] = []
+    for option in ("profile", "region", "endpoint_url"):
+        value = getattr(args, option, None)
+        if value:
+            given += [f"--{option.replace('_', '-')}", value]
+    return tuple(given)
 
 
 def _subject(args: argparse.Namespace) -> str | None:
@@ -279,38 +145,95 @@ def _subject(args: argparse.Namespace) -> str | None:
     return named if isinstance(named, str) else None
 
 
+@contextmanager
+def _signals(console: Console) -> Iterator[None]:
+    """Output never stops a command: a closed pipe is an error on write (SIGPIPE ignored, which
+    the console turns into lost output), and a terminal gone (SIGHUP) drops the output while the
+    command finishes its work."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def hangup(signum: int, frame: FrameType | None) -> None:
+        console.hang_up()
+
+    saved: list[tuple[int, Any]] = []
+    for name, handler in (("SIGPIPE", signal.SIG_IGN), ("SIGHUP", hangup)):
+        number = getattr(signal, name, None)
+        if number is not None:
+            saved.append((number, signal.signal(number, handler)))
+    try:
+        yield
+    finally:
+        for number, previous in saved:
+            signal.signal(number, previous)
+
+
 @dataclass
 class _Outcome:
     code: int = EXIT_OK
 
 
 @contextmanager
-def _reported(console: Console, command: str, subject: str | None) -> Iterator[_Outcome]:
-    """Turn every failure into one line on stderr and an exit code."""
+def _reported(run: Run, command: str, subject: str | None) -> Iterator[_Outcome]:
+    """Turn every failure into one line on stderr (and, with --output json, a document on
+    stdout) and an exit code from the one table."""
     outcome = _Outcome()
     try:
         yield outcome
-    except CliError as e:
-        outcome.code = e.exit_code
-        console.error(command, subject, e.message)
-    except SecretsStoreError as e:
-        outcome.code = aws_exit_code(e.code, command.split(maxsplit=1)[0])
-        console.error(command, subject, e.message)
-    except (ConfigError, SecretFormatError, AdminSecretError) as e:
-        outcome.code = EXIT_USAGE
-        console.error(command, subject, e.message)
-    except CekuraError as e:
-        outcome.code = EXIT_UNAVAILABLE
-        console.error(command, subject, e.message)
-    except RotatorError as e:
-        outcome.code = EXIT_FAILED
-        console.error(command, subject, e.message)
     except KeyboardInterrupt:
         outcome.code = EXIT_INTERRUPTED
-        console.error(command, subject, "interrupted")
+        _interrupted(run, command, subject)
+        return
+    except CliError as e:
+        outcome.code, message = e.exit_code, e.message
+    except (SecretsStoreError, AwsError) as e:
+        outcome.code = aws_exit_code(e.code, command.split(maxsplit=1)[0])
+        message = e.message
+        if e.code in _NOT_FOUND:
+            message += f" (looked in {run.aws.where()}: a different --region or --profile?)"
+    except (ConfigError, SecretFormatError, AdminSecretError) as e:
+        outcome.code, message = EXIT_USAGE, e.message
+    except CekuraError as e:
+        outcome.code, message = EXIT_UNAVAILABLE, e.message
+    except RotatorError as e:
+        outcome.code, message = EXIT_FAILED, e.message
     except Exception as e:  # an operator gets one line, not a traceback
-        outcome.code = EXIT_FAILED
-        console.error(command, subject, f"unexpected error: {type(e).__name__}: {e}")
+        outcome.code, message = EXIT_FAILED, f"unexpected error: {type(e).__name__}: {e}"
+    else:
+        return
+    run.console.error(command, subject, message)
+    run.console.closing_document(
+        {
+            **run.partial,
+            "error": {
+                "command": command,
+                "secret": subject,
+                "message": message,
+                "exit_code": outcome.code,
+            },
+        }
+    )
+
+
+def _interrupted(run: Run, command: str, subject: str | None) -> None:
+    if run.aftermath:
+        message = f"interrupted: {run.aftermath}"
+    elif run.changed:
+        message = f"interrupted after these changes: {'; '.join(run.changed)}"
+    else:
+        message = "interrupted; nothing was changed"
+    run.console.error(command, subject, message)
+    run.console.closing_document(
+        {
+            **run.partial,
+            "interrupted": True,
+            "command": command,
+            "secret": subject,
+            "message": message,
+            "exit_code": EXIT_INTERRUPTED,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -13,13 +13,16 @@ stored is deleted again (or named for manual deletion).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
+from cekura_rotator import key_names
 from cekura_rotator.cekura import CekuraClient, Credential
+from cekura_rotator.config import Config
 from cekura_rotator.credentials import AdminCredential, load_admin_credential
 from cekura_rotator.errors import (
     CekuraAuthError,
@@ -28,24 +31,30 @@ from cekura_rotator.errors import (
     CekuraNotFoundError,
     CekuraRefusedError,
     CekuraRequestError,
+    ConfigError,
     OrphanKeyError,
     SecretsStoreError,
 )
 from cekura_rotator.secret_value import MintedKey, SecretValue
-from cekura_rotator.secrets_store import CURRENT, SecretDescription, SecretsStore, aws_call
+from cekura_rotator.secrets_store import CURRENT, SecretDescription, SecretsStore
 from cekura_rotator_cli import admin as admin_secrets
-from cekura_rotator_cli.console import PROG
+from cekura_rotator_cli.aws import ROTATOR_HANDLER
 from cekura_rotator_cli.context import Run
-from cekura_rotator_cli.errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CliError, aws_exit_code
+from cekura_rotator_cli.errors import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    AwsError,
+    CliError,
+    aws_exit_code,
+)
+from cekura_rotator_cli.options import add_cekura_url, positive_int
 from cekura_rotator_cli.reading import cekura_url, explicit_cekura_url, read_version, schedule_text
 
 _RATE = re.compile(r"rate\(\s*(\d+)\s+(day|days|hour|hours)\s*\)", re.IGNORECASE)
 _CRON = re.compile(r"cron\(.+\)", re.IGNORECASE)
 _WINDOW = re.compile(r"\d{1,2}h")
 FUNCTION_ARN = re.compile(r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}")
-# The function's default key-name prefix (CEKURA_KEY_NAME_PREFIX) and Cekura's name length.
-_KEY_NAME_PREFIX = "rotator"
-_MAX_KEY_NAME = 120
 # A key minted a moment ago may take a moment to work everywhere (testSecret waits as long).
 _ACTIVATION_WAIT = 30.0
 _NOTHING = "nothing was created"
@@ -59,7 +68,54 @@ class _NewKey:
     undo: Callable[[], str] | None = None
 
 
-def command(args: argparse.Namespace, run: Run) -> int:
+NAME = "bootstrap"
+HELP = "create the secret from a first key and attach rotation"
+DESCRIPTION = (
+    "Create the secret from a first key and attach rotation. The key is read from stdin when it "
+    "is not a terminal, else from CEKURA_API_KEY (there is no option for it), or minted with "
+    "--admin-secret-arn. Everything is checked before anything is created: the function is the "
+    "Cekura rotator, in this region, and allows the admin secret; the key works at Cekura."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--secret-name", required=True)
+    parser.add_argument("--project-id", required=True, type=positive_int)
+    parser.add_argument("--function-arn", required=True, help="the rotation function's ARN")
+    parser.add_argument(
+        "--admin-secret-arn",
+        help="mint the first key with this admin secret's credential instead of reading one; "
+        "the secret then names it (admin_secret_arn)",
+    )
+    parser.add_argument(
+        "--schedule",
+        default="rate(30 days)",
+        help="rate(N days), rate(N hours) or cron(...) (default rate(30 days))",
+    )
+    parser.add_argument("--window", help="rotation window duration, e.g. 4h")
+    parser.add_argument("--kms-key-id", help="customer KMS key for a new secret")
+    parser.add_argument("--description", help="description of a new secret")
+    parser.add_argument(
+        "--key-id",
+        type=positive_int,
+        help="the given key's id on the Cekura dashboard; without it the rotator can never "
+        "revoke that key by id",
+    )
+    parser.add_argument(
+        "--key-name", help="the given key's dashboard name, or the name of the key to mint"
+    )
+    parser.add_argument(
+        "--no-validate", action="store_true", help="skip validating the key at Cekura first"
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="if the secret exists, store the key as its new AWSCURRENT version",
+    )
+    add_cekura_url(parser)
+
+
+def run(args: argparse.Namespace, run: Run) -> int:
     explicit_cekura_url(args, run.env)  # a bad URL fails before anything runs
     key = None if args.admin_secret_arn else read_key(run.stdin, run.env)
     if args.admin_secret_arn and _given_key(run.stdin, run.env):
@@ -81,6 +137,9 @@ def command(args: argparse.Namespace, run: Run) -> int:
             EXIT_USAGE,
         )
     rules = rotation_rules(args.schedule, args.window)
+    run.aws.check_region(args.function_arn, "the function")
+    if args.admin_secret_arn:
+        run.aws.check_region(args.admin_secret_arn, "the admin secret")
     store = run.aws.store()
     existing = _existing(store, args.secret_name)
     if existing is not None and not args.update:
@@ -91,34 +150,51 @@ def command(args: argparse.Namespace, run: Run) -> int:
         )
     if existing is not None and args.kms_key_id:
         raise CliError("--kms-key-id applies only when the secret is created", EXIT_USAGE)
-    function_env = run.aws.function_environment(args.function_arn)
+    function_env = _checked_function(run, args.function_arn)
+    if args.admin_secret_arn:
+        _check_admin_allowed(run, args.admin_secret_arn, function_env)
     url = cekura_url(args, run.env, function_env)
-    new = _given(key, args, run, url) if key else _mint(args, run, store, url, function_env)
+    if key:
+        new = _given(key, args, run, url)
+    else:
+        new = _mint(args, run, store, url, _key_name_prefix(function_env))
 
-    arn, version = _store(new, existing, args, run, store)
     test_token = str(uuid.uuid4())  # chosen here for the reason given in rotate.start
-    try:
-        aws_call(
-            "RotateSecret",
-            run.aws.secretsmanager().rotate_secret,
-            SecretId=arn,
-            ClientRequestToken=test_token,
-            RotationLambdaARN=args.function_arn,
-            RotationRules=rules,
-            RotateImmediately=False,
+    with run.changes():
+        arn, version = _store(new, existing, args, run, store)
+        try:
+            store.start_rotation(
+                arn,
+                token=test_token,
+                function_arn=args.function_arn,
+                rules=rules,
+                immediately=False,
+            )
+        except SecretsStoreError as e:
+            raise CliError(
+                f"the key is stored in {arn}, but attaching rotation failed: {e.message}; fix "
+                "that and run `" + run.command(*_rerun(args, arn)) + "` (with the key again)",
+                aws_exit_code(e.code, "bootstrap"),
+            ) from None
+        run.changed.append(f"attached rotation to {arn}")
+    if new.value.key_id is None:
+        run.console.warn(
+            "no --key-id: the key's id at Cekura is not recorded, so the rotator can never "
+            "revoke this key by id once it is replaced; it will have to be deleted in the "
+            "dashboard. Record it now with the id the dashboard shows: "
+            + run.command(*_rerun(args, arn), "--key-id", "N")
+            + " (key on stdin)"
         )
-    except SecretsStoreError as e:
-        raise CliError(
-            f"the key is stored in {arn}, but attaching rotation failed: {e.message}; fix that "
-            "and run bootstrap again with --update",
-            aws_exit_code(e.code, "bootstrap"),
-        ) from None
     run.console.info(
         f"Attached rotation: function {args.function_arn}, schedule {schedule_text(rules)}. "
         f"Secrets Manager is testing it (testSecret, version {test_token})."
     )
     run.console.info(
-        f"Next: {PROG} status --secret-id {arn}  (to rotate now: rotate --secret-id {arn} --wait)"
+        "Next: "
+        + run.command("status", "--secret-id", arn)
+        + "  (to rotate now: "
+        + run.command("rotate", "--secret-id", arn, "--wait")
+        + ")"
     )
     value = new.value
     run.console.result(
@@ -142,6 +218,67 @@ def command(args: argparse.Namespace, run: Run) -> int:
         [],
     )
     return EXIT_OK
+
+
+def _rerun(args: argparse.Namespace, arn: str) -> list[str]:
+    words = [
+        "bootstrap", "--update", "--secret-name", args.secret_name,
+        "--project-id", str(args.project_id), "--function-arn", args.function_arn,
+    ]  # fmt: skip
+    if args.admin_secret_arn:
+        words += ["--admin-secret-arn", args.admin_secret_arn]
+    return words
+
+
+def _checked_function(run: Run, function_arn: str) -> Mapping[str, str] | None:
+    """The function's environment, after checking that it exists and is the Cekura rotator;
+    None (with a warning) when the operator may not read its configuration."""
+    try:
+        function = run.aws.function(function_arn)
+    except AwsError as e:
+        if e.code in ("ResourceNotFoundException", "NotFoundException"):
+            raise CliError(
+                f"there is no function {function_arn} (looked in {run.aws.where()}); {_NOTHING}. "
+                "Check --function-arn: the stack's output RotatorFunctionArn",
+                EXIT_USAGE,
+            ) from None
+        run.console.warn(
+            f"could not check that {function_arn} is the Cekura rotator ({e.message}); going on. "
+            "Grant yourself lambda:GetFunctionConfiguration to have it checked"
+        )
+        return None
+    if not function.is_rotator:
+        raise CliError(
+            f"{function_arn} is not the Cekura rotator: its handler is {function.handler}, not "
+            f"{ROTATOR_HANDLER}; {_NOTHING}. Check --function-arn: the stack's output "
+            "RotatorFunctionArn",
+            EXIT_USAGE,
+        )
+    try:
+        Config.from_env(function.environment)
+    except ConfigError as e:
+        raise CliError(
+            f"the configuration of {function_arn} does not parse ({e.message}), so it could not "
+            f"rotate this secret; {_NOTHING}. Fix the stack's parameters and deploy again",
+            EXIT_USAGE,
+        ) from None
+    return function.environment
+
+
+def _check_admin_allowed(run: Run, arn: str, function_env: Mapping[str, str] | None) -> None:
+    allowed = admin_secrets.allowed_by_function(arn, function_env)
+    if allowed is False:
+        raise CliError(
+            f"the function does not allow admin secret {arn} (the stack's AdminSecretArns do not "
+            f"include it), so every rotation of this secret would fail; {_NOTHING}. Deploy the "
+            "stack with it in AdminSecretArns first",
+            EXIT_USAGE,
+        )
+    if allowed is None:
+        run.console.warn(
+            f"could not check that the function allows admin secret {arn} (its configuration "
+            "cannot be read); rotations fail unless the stack's AdminSecretArns include it"
+        )
 
 
 # -- where the key comes from ------------------------------------------------------------------
@@ -216,12 +353,16 @@ def _given(key: str, args: argparse.Namespace, run: Run, url: str) -> _NewKey:
     return _NewKey(value)
 
 
+def _key_name_prefix(function_env: Mapping[str, str] | None) -> str:
+    """The function's CEKURA_KEY_NAME_PREFIX (its default when the configuration is unknown)."""
+    if function_env is not None:
+        with contextlib.suppress(ConfigError):
+            return Config.from_env(function_env).key_name_prefix
+    return Config().key_name_prefix
+
+
 def _mint(
-    args: argparse.Namespace,
-    run: Run,
-    store: SecretsStore,
-    url: str,
-    function_env: Mapping[str, str] | None,
+    args: argparse.Namespace, run: Run, store: SecretsStore, url: str, prefix: str
 ) -> _NewKey:
     arn: str = args.admin_secret_arn
     project: int = args.project_id
@@ -233,12 +374,7 @@ def _mint(
             f"{sorted(admin.projects or ())}); {_NOTHING}",
             EXIT_USAGE,
         )
-    if admin_secrets.allowed_by_function(arn, function_env) is False:
-        run.console.warn(
-            f"the function does not allow admin secret {arn} (the stack's AdminSecretArns do not "
-            "include it): rotations of this secret fail until it is deployed with it"
-        )
-    name = args.key_name or default_key_name(args.secret_name)
+    name = args.key_name or default_key_name(args.secret_name, prefix)
     cekura = run.cekura(url)
     try:
         minted = _create(cekura, admin, name=name, project=project)
@@ -329,11 +465,12 @@ def _fingerprint(minted: MintedKey) -> str:
     return Credential.api_key(minted.key).fingerprint
 
 
-def default_key_name(secret_name: str) -> str:
-    """`rotator-<secret name>-bootstrap`, in the characters rotated keys' names use."""
-    room = _MAX_KEY_NAME - len(_KEY_NAME_PREFIX) - len("bootstrap") - 2
-    cleaned = re.sub(r"[^A-Za-z0-9_.@/+=-]", "_", secret_name)[:room]
-    return f"{_KEY_NAME_PREFIX}-{cleaned}-bootstrap"
+def default_key_name(secret_name: str, prefix: str) -> str:
+    """`<prefix>-<secret name>-bootstrap`: the start of the names the rotator gives the keys it
+    mints for the secret (`key_names.key_stem`, without the ARN's hash, unknown before the
+    secret exists), then `bootstrap`."""
+    stem = key_names.key_stem(prefix, secret_name, secret_name)
+    return stem[: -(key_names.ARN_TAG_CHARS + 1)] + "bootstrap"
 
 
 # -- storing -----------------------------------------------------------------------------------
@@ -347,30 +484,21 @@ def _store(
     store: SecretsStore,
 ) -> tuple[str, str]:
     """Create the secret or put the key as its AWSCURRENT version; return (ARN, version)."""
-    client = run.aws.secretsmanager()
     try:
         if existing is None:
-            kwargs: dict[str, Any] = {
-                "Name": args.secret_name,
-                "SecretString": new.value.render(),
-                "Description": args.description
+            arn, version = store.create_secret(
+                args.secret_name,
+                value=new.value.render(),
+                token=str(uuid.uuid4()),
+                description=args.description
                 or f"Cekura API key for project {args.project_id}, rotated by {args.function_arn}",
-                "ClientRequestToken": str(uuid.uuid4()),
-            }
-            if args.kms_key_id:
-                kwargs["KmsKeyId"] = args.kms_key_id
-            created = aws_call("CreateSecret", client.create_secret, **kwargs)
-            arn, version = str(created["ARN"]), str(created["VersionId"])
+                kms_key_id=args.kms_key_id,
+            )
+            run.changed.append(f"created secret {arn}")
             run.console.info(f"Created secret {args.secret_name} ({arn}), version {version}.")
             return arn, version
         value = _updated_value(store, existing, new.value, run)
-        put = aws_call(
-            "PutSecretValue",
-            client.put_secret_value,
-            SecretId=existing.arn,
-            SecretString=value.render(),
-            ClientRequestToken=str(uuid.uuid4()),
-        )
+        version = store.put_current(existing.arn, value=value.render(), token=str(uuid.uuid4()))
     except SecretsStoreError as e:
         if new.undo is None:
             raise
@@ -380,32 +508,39 @@ def _store(
             # The call may have stored the value although it reported a failure: deleting the
             # key could leave the secret holding a dead one.
             fate = (
-                f"the value may have been stored all the same: check with `{PROG} status`; if it "
-                f"was not, delete key {new.value.key_id} in the Cekura dashboard"
+                "the value may have been stored all the same: check with `"
+                + run.command("status", "--secret-id", args.secret_name)
+                + f"`; if it was not, delete key {new.value.key_id} in the Cekura dashboard"
             )
         raise CliError(f"{e.message}; {fate}", aws_exit_code(e.code, "bootstrap")) from None
-    run.console.info(
-        f"Stored the key as version {put['VersionId']} (AWSCURRENT) of {existing.arn}."
-    )
-    return existing.arn, str(put["VersionId"])
+    run.changed.append(f"stored the key as version {version} of {existing.arn}")
+    run.console.info(f"Stored the key as version {version} (AWSCURRENT) of {existing.arn}.")
+    return existing.arn, version
 
 
 def _existing(store: SecretsStore, name: str) -> SecretDescription | None:
     try:
-        return store.describe(name)
+        details = store.describe_details(name)
     except SecretsStoreError as e:
         if e.code == "ResourceNotFoundException":
             return None
         raise
+    if details.deleted_date is not None:
+        raise CliError(
+            f"the secret {details.secret.arn} is scheduled for deletion, so nothing can be "
+            f"stored in it; {_NOTHING}. Restore it first (aws secretsmanager restore-secret)",
+            EXIT_USAGE,
+        )
+    return details.secret
 
 
 def _updated_value(
     store: SecretsStore, existing: SecretDescription, fresh: SecretValue, run: Run
 ) -> SecretValue:
     """The new key in the documented JSON format, keeping the old value's other fields."""
-    current, _ = read_version(
+    current = read_version(
         store, existing.arn, existing.version_with(CURRENT) or "", run.console
-    )
+    ).value
     if current is None or current.plain:
         return fresh
     return replace(

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 
-from cekura_rotator.errors import CekuraNotFoundError, CekuraRefusedError, CekuraRequestError
-from cekura_rotator.secret_value import SecretValue
 from cekura_rotator.secrets_store import CURRENT
 from cekura_rotator_cli.aws import (
     LOG_POLL_SECONDS,
@@ -18,23 +16,46 @@ from cekura_rotator_cli.aws import (
 )
 from cekura_rotator_cli.context import Run
 from cekura_rotator_cli.errors import EXIT_FAILED, EXIT_OK, CliError
+from cekura_rotator_cli.keys import judge_key
+from cekura_rotator_cli.options import add_cekura_url, add_secret_id, seconds
 from cekura_rotator_cli.reading import (
     cekura_url,
     explicit_cekura_url,
+    find_secret,
     key_label,
     read_version,
     require_rotation,
 )
-from cekura_rotator_cli.rotate import start
+from cekura_rotator_cli.rotate import refuse_bad_current, start
+
+NAME = "check"
+HELP = "test the rotation configuration (RotateSecret with RotateImmediately=false)"
 
 
-def command(args: argparse.Namespace, run: Run) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_secret_id(parser)
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=60.0,
+        help="seconds to wait for testSecret's outcome in the function's log (default 60)",
+    )
+    add_cekura_url(parser)
+
+
+def run(args: argparse.Namespace, run: Run) -> int:
     explicit_cekura_url(args, run.env)  # a bad URL fails before anything runs
     store = run.aws.store()
-    secret = store.describe(args.secret_id)
-    function_arn = require_rotation(secret)
+    secret = find_secret(run, args.secret_id)
+    function_arn = require_rotation(secret, run)
+    refuse_bad_current(run, store, secret)
     started = run.now()
-    token = start(run, secret, function_arn, RotateImmediately=False)
+    token = start(run, secret, function_arn, immediately=False)
+    run.partial.update({"secret_arn": secret.arn, "version_id": token})
+    run.aftermath = (
+        f"Secrets Manager's test of the configuration (testSecret, version {token}) goes on and "
+        f"changes nothing; its outcome will be in the log group of {function_arn}"
+    )
     run.console.info(
         f"Secrets Manager accepted the rotation configuration of {secret.name} and is running "
         f"testSecret (version {token}, function {function_arn})."
@@ -47,11 +68,33 @@ def command(args: argparse.Namespace, run: Run) -> int:
         raise CliError("check failed: no version of the secret is AWSCURRENT", EXIT_FAILED)
     # testSecret validates a copy of the AWSCURRENT value; the same validation from here gives
     # a verdict even where the function's log cannot be read.
-    current, problem = read_version(store, secret.arn, current_id, run.console)
-    if current is None:
-        raise CliError(f"check failed: the AWSCURRENT version has {problem}", EXIT_FAILED)
-    url = cekura_url(args, run.env, run.aws.function_environment(function_arn))
-    cekura_verdict = _validate_current(current, url, run)
+    read = read_version(store, secret.arn, current_id, run.console)
+    if read.value is None:
+        raise CliError(f"check failed: the AWSCURRENT version {read.problem}", EXIT_FAILED)
+    function_env = run.aws.function_environment(function_arn)
+    cekura = run.cekura(cekura_url(args, run.env, function_env))
+    try:
+        verdict = judge_key(cekura, read.value, read.value.project_id)
+    finally:
+        cekura.close()
+    label = key_label(read.value)
+    if verdict.state == "not checked":
+        cekura_verdict = (
+            f"not validated from here: the secret names no project_id (the function uses its "
+            f"CEKURA_PROJECT_ID) for {label}."
+        )
+    elif verdict.state == "accepted":
+        cekura_verdict = (
+            f"Cekura accepts the current key ({label}) for project {read.value.project_id}."
+        )
+    else:
+        raise CliError(
+            f"check failed: whether Cekura accepts the current key ({label}) is {verdict.text}"
+            if verdict.state == "unknown"
+            else f"check failed: Cekura does not accept the current key ({label}): {verdict.text}",
+            verdict.exit_code,
+        )
+    run.console.info(cekura_verdict if verdict.state == "accepted" else f"Cekura: {cekura_verdict}")
     log = FunctionLog(run.aws, function_arn, started)
     function_verdict = _await_test_verdict(log, token, args, run)
     run.console.info(f"Function log: {function_verdict}")
@@ -68,31 +111,6 @@ def command(args: argparse.Namespace, run: Run) -> int:
     return EXIT_OK
 
 
-def _validate_current(current: SecretValue, url: str, run: Run) -> str:
-    label = key_label(current)
-    if current.project_id is None:
-        verdict = (
-            f"not validated from here: the secret names no project_id (the function uses its "
-            f"CEKURA_PROJECT_ID) for {label}."
-        )
-        run.console.info(f"Cekura: {verdict}")
-        return verdict
-    cekura = run.cekura(url)
-    try:
-        cekura.validate(current.api_key, project_id=current.project_id)
-    except (CekuraRefusedError, CekuraRequestError, CekuraNotFoundError) as e:
-        raise CliError(
-            f"check failed: Cekura does not accept the current key ({label}) for project "
-            f"{current.project_id}: {e.message}",
-            EXIT_FAILED,
-        ) from None
-    finally:
-        cekura.close()
-    verdict = f"Cekura accepts the current key ({label}) for project {current.project_id}."
-    run.console.info(verdict)
-    return verdict
-
-
 def _await_test_verdict(log: FunctionLog, token: str, args: argparse.Namespace, run: Run) -> str:
     deadline = run.clock() + args.timeout
     while True:
@@ -103,7 +121,7 @@ def _await_test_verdict(log: FunctionLog, token: str, args: argparse.Namespace, 
             if message == STEP_COMPLETE and record.get("step") == "testSecret":
                 return f"testSecret passed for version {token}."
         if not log.enabled:
-            return f"not readable from here ({log.group}); skipped."
+            return f"{log.unreadable_text()}; skipped."
         if run.clock() >= deadline:
             return f"no testSecret outcome for {token} in {log.group} within {args.timeout:g}s."
         run.sleep(min(LOG_POLL_SECONDS, max(0.0, deadline - run.clock())))

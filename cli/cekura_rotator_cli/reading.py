@@ -6,17 +6,17 @@ import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cekura_rotator.config import DEFAULT_API_URL, parse_api_url
 from cekura_rotator.errors import ConfigError, SecretFormatError, SecretsStoreError
 from cekura_rotator.secret_value import SecretValue
-from cekura_rotator.secrets_store import CURRENT, SecretDescription, SecretsStore, aws_call
+from cekura_rotator.secrets_store import CURRENT, SecretDescription, SecretsStore
 from cekura_rotator_cli.console import Console
 from cekura_rotator_cli.errors import EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from cekura_rotator_cli.context import Run
 
 
 @dataclass(frozen=True)
@@ -40,61 +40,65 @@ class Version:
         return key_created or self.created
 
 
-def list_versions(
-    client: SecretsManagerClient, arn: str
-) -> list[tuple[str, tuple[str, ...], datetime | None]]:
-    """Every version, deprecated ones included: DescribeSecret lists only labelled versions."""
-    found: list[tuple[str, tuple[str, ...], datetime | None]] = []
-    kwargs: dict[str, Any] = {"SecretId": arn, "IncludeDeprecated": True, "MaxResults": 100}
-    while True:
-        page = aws_call("ListSecretVersionIds", client.list_secret_version_ids, **kwargs)
-        for item in page.get("Versions", []):
-            found.append(
-                (
-                    str(item["VersionId"]),
-                    tuple(item.get("VersionStages", ())),
-                    item.get("CreatedDate"),
-                )
-            )
-        if not page.get("NextToken"):
-            return found
-        kwargs["NextToken"] = page["NextToken"]
+@dataclass(frozen=True)
+class Read:
+    """A version's value, or why there is none: `problem` completes "the version ...".
+
+    `kind`: ok; unreadable (Secrets Manager or KMS refused the read: `code`); empty (no value,
+    as an AWSPENDING stub before createSecret stores a key); malformed (not the documented
+    format: the key is bad).
+    """
+
+    value: SecretValue | None = field(default=None, repr=False)
+    problem: str | None = None
+    kind: Literal["ok", "unreadable", "empty", "malformed"] = "ok"
+    code: str | None = None
+    created: datetime | None = None  # when the version was created, if it could be read
 
 
-def read_version(
-    store: SecretsStore, arn: str, version_id: str, console: Console
-) -> tuple[SecretValue | None, str | None]:
+def find_secret(run: Run, secret_id: str) -> SecretDescription:
+    """DescribeSecret, after refusing an ARN of another region than the session's."""
+    run.aws.check_region(secret_id, "the secret")
+    return run.aws.store().describe(secret_id)
+
+
+def read_version(store: SecretsStore, arn: str, version_id: str, console: Console) -> Read:
     """A version's parsed value, or why there is none. Never raises for one bad version."""
     try:
-        raw = store.read(arn, version_id=version_id)
+        raw, created = store.read_with_date(arn, version_id=version_id)
     except SecretsStoreError as e:
-        return None, f"unreadable: {e.message}"
+        return Read(problem=f"cannot be read: {e.message}", kind="unreadable", code=e.code)
     if raw is None:
-        return None, "no value (createSecret has not stored a key in it)"
+        return Read(
+            problem="holds no value (createSecret has not stored a key in it)", kind="empty"
+        )
     try:
         value = SecretValue.parse(raw, default_project_id=None)
     except SecretFormatError as e:
-        return None, f"not in the documented format: {e.message}"
+        return Read(
+            problem=f"is not in the documented format: {e.message}",
+            kind="malformed",
+            created=created,
+        )
     console.watch(value.api_key)
-    return value, None
+    return Read(value, created=created)
 
 
-def current_value(
-    store: SecretsStore, secret: SecretDescription, console: Console
-) -> tuple[SecretValue | None, str | None]:
+def current_value(store: SecretsStore, secret: SecretDescription, console: Console) -> Read:
     """The AWSCURRENT version's value, or why there is none."""
     current = secret.version_with(CURRENT)
     if current is None:
-        return None, "no version is AWSCURRENT"
+        return Read(problem="does not exist: no version is AWSCURRENT", kind="empty")
     return read_version(store, secret.arn, current, console)
 
 
-def require_rotation(secret: SecretDescription) -> str:
+def require_rotation(secret: SecretDescription, run: Run) -> str:
     """The secret's rotation function, or a usage error saying how to attach one."""
     if not secret.rotation_lambda_arn:
         raise CliError(
-            "rotation is not configured on this secret: attach it with `bootstrap --update` "
-            "or RotateSecret --rotation-lambda-arn",
+            "rotation is not configured on this secret: attach it with `"
+            + run.command("bootstrap", "--update", "--secret-name", secret.name, "...")
+            + "` or RotateSecret --rotation-lambda-arn",
             EXIT_USAGE,
         )
     return secret.rotation_lambda_arn

@@ -1,45 +1,79 @@
-"""`rotate`: start a rotation now (RotateSecret) and, with `--wait`, follow it to its end.
+"""`rotate`: start a rotation now (RotateSecret) and, with `--wait`, follow it to its end;
+`--cancel` unsticks a stuck one (see `cancel`).
 
 Progress comes from two places: the secret's labels (always readable: the new version appears
 as AWSPENDING, its key is stored, AWSCURRENT moves) and the function's log when the operator may
-read it (each step's completion, and the reason a step failed). When the new key never appears,
-the CLI asks Cekura whether the current key still works: a dead key with no admin credential
-cannot be rotated, and the operator is told how to recover instead of waiting for the timeout.
+read it (each step's completion, and the reason a step failed). When the new key does not
+appear, the CLI asks Cekura about the current key (and the admin credential): a rotation that
+cannot mint is reported at once instead of waiting for the timeout, and so is one that cannot be
+followed (the log unreadable while Cekura refuses the key, or cannot be reached from here).
 """
 
 from __future__ import annotations
 
 import argparse
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from cekura_rotator.errors import CekuraAuthError, CekuraError
-from cekura_rotator.ledger import entries as owed_revocations
+from cekura_rotator import ledger
+from cekura_rotator.config import Config
+from cekura_rotator.errors import ConfigError, SecretsStoreError
 from cekura_rotator.secret_value import SecretValue
-from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription, SecretsStore, aws_call
-from cekura_rotator_cli import admin
+from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription, SecretsStore
+from cekura_rotator_cli import admin, cancel
 from cekura_rotator_cli.aws import LOG_POLL_SECONDS, FunctionLog
-from cekura_rotator_cli.console import PROG
 from cekura_rotator_cli.context import Run
-from cekura_rotator_cli.errors import EXIT_FAILED, EXIT_OK, CliError
+from cekura_rotator_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, CliError
+from cekura_rotator_cli.keys import KeyVerdict, judge_key
+from cekura_rotator_cli.options import add_cekura_url, add_secret_id, seconds
 from cekura_rotator_cli.reading import (
     cekura_url,
     current_value,
     explicit_cekura_url,
+    find_secret,
     key_label,
     read_version,
     require_rotation,
 )
 
+NAME = "rotate"
+HELP = "start a rotation now (RotateSecret) and follow it with --wait; --cancel unsticks one"
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 # Cekura answers a create in about a second: by then a rotation whose new key has not appeared
 # is worth a look at the current key.
 _DIAGNOSE_AFTER_SECONDS = 5.0
+# Errors the function logs when Cekura could not be reached or kept throttling: "Cekura
+# unreachable", exit 3, as everywhere.
+_UNREACHABLE_ERRORS = frozenset(
+    {"CekuraUnavailableError", "CekuraRateLimitedError", "CekuraTransientError"}
+)
 
 
-def start(run: Run, secret: SecretDescription, function_arn: str, **kwargs: Any) -> str:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_secret_id(parser)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow it, showing each step reached, until AWSCURRENT moves or it fails",
+    )
+    mode.add_argument(
+        "--cancel",
+        action="store_true",
+        help="unstick a stuck rotation: take AWSPENDING off its version once no step has run "
+        "for longer than the function's timeout, and record the key minted there as owed",
+    )
+    parser.add_argument(
+        "--timeout", type=seconds, default=120.0, help="seconds --wait waits (default 120)"
+    )
+    parser.add_argument(
+        "--poll-interval", type=seconds, default=1.0, help="seconds between polls (default 1)"
+    )
+    add_cekura_url(parser)
+
+
+def start(run: Run, secret: SecretDescription, function_arn: str, *, immediately: bool) -> str:
     """RotateSecret with a token chosen here; returns the token (the new version's id).
 
     The token is chosen here because moto answers a RotateSecret that does not rotate
@@ -48,36 +82,74 @@ def start(run: Run, secret: SecretDescription, function_arn: str, **kwargs: Any)
     one already attached changes nothing there.
     """
     token = str(uuid.uuid4())
-    aws_call(
-        "RotateSecret",
-        run.aws.secretsmanager().rotate_secret,
-        SecretId=secret.arn,
-        ClientRequestToken=token,
-        RotationLambdaARN=function_arn,
-        **kwargs,
-    )
+    follow = run.command("status", "--secret-id", secret.arn)
+    with run.changes():
+        try:
+            run.aws.store().start_rotation(
+                secret.arn, token=token, function_arn=function_arn, immediately=immediately
+            )
+        except SecretsStoreError as e:
+            if e.code != "InvalidRequestException":
+                raise
+            # Secrets Manager refuses a rotation while another one's AWSPENDING is not current.
+            raise CliError(
+                f"{e.message}; nothing was started. A rotation may be in progress or stuck: "
+                f"follow it with `{follow}`; if it is stuck, `"
+                + run.command("rotate", "--cancel", "--secret-id", secret.arn)
+                + "`",
+                EXIT_FAILED,
+            ) from None
+        run.changed.append(f"started a rotation (version {token})")
+        run.aftermath = (
+            f"the rotation goes on in Secrets Manager (new version {token}); follow it with "
+            f"`{follow}`"
+        )
     return token
 
 
-def command(args: argparse.Namespace, run: Run) -> int:
+def refuse_bad_current(run: Run, store: SecretsStore, secret: SecretDescription) -> None:
+    """Refuse to start a rotation bound to fail: one whose AWSCURRENT is not a usable value."""
+    read = current_value(store, secret, run.console)
+    if read.kind in ("malformed", "empty"):
+        raise CliError(
+            f"the AWSCURRENT version {read.problem}, so createSecret would fail; nothing was "
+            "started. Store a good key first with `"
+            + run.command("bootstrap", "--update", "--secret-name", secret.name, "...")
+            + "`",
+            EXIT_FAILED,
+        )
+    if read.kind == "unreadable":
+        run.console.warn(
+            f"the AWSCURRENT version {read.problem}; starting the rotation all the same (the "
+            "function reads it with its own role)"
+        )
+
+
+def run(args: argparse.Namespace, run: Run) -> int:
+    if args.cancel:
+        return cancel.cancel(args, run)
     explicit_url = explicit_cekura_url(args, run.env)  # a bad URL fails before anything
     store = run.aws.store()
-    secret = store.describe(args.secret_id)
-    function_arn = require_rotation(secret)
+    secret = find_secret(run, args.secret_id)
+    function_arn = require_rotation(secret, run)
+    refuse_bad_current(run, store, secret)
     before = secret.version_with(CURRENT)
     started = run.now()
-    token = start(run, secret, function_arn)
+    token = start(run, secret, function_arn, immediately=True)
+    run.partial.update(
+        {
+            "secret_arn": secret.arn,
+            "version_id": token,
+            "previous_version": before,
+            "status": "started",
+        }
+    )
     run.console.info(
         f"Rotation of {secret.name} started: new version {token} (AWSCURRENT is {before})."
     )
-    document: dict[str, Any] = {
-        "secret_arn": secret.arn,
-        "version_id": token,
-        "previous_version": before,
-        "status": "started",
-    }
+    document: dict[str, Any] = dict(run.partial)
     if not args.wait:
-        run.console.info(f"Follow it with: {PROG} status --secret-id {secret.arn}")
+        run.console.info("Follow it with: " + run.command("status", "--secret-id", secret.arn))
         run.console.result(document, [])
         return EXIT_OK
     follower = _Follower(
@@ -92,12 +164,12 @@ def command(args: argparse.Namespace, run: Run) -> int:
         explicit_url=explicit_url,
     )
     document.update(follower.follow())
-    owed = owed_revocations(store.describe(secret.arn).versions)
+    owed = ledger.entries(store.describe(secret.arn).versions)
     document["revocations_awaiting_deletion"] = len(owed)
     if owed:
         run.console.info(
             f"{len(owed)} revocation(s) of old keys await deletion: "
-            f"{PROG} revocations list --secret-id {secret.arn}"
+            + run.command("revocations", "list", "--secret-id", secret.arn)
         )
     run.console.result(document, [])
     return EXIT_OK
@@ -143,11 +215,9 @@ class _Follower:
                 and now - self._started >= min(_DIAGNOSE_AFTER_SECONDS, self.args.timeout / 2)
             ):
                 self.diagnosed = True
-                advice = self._dead_key_advice()
-                if advice is not None and advice.hopeless:
-                    raise CliError(f"rotation cannot complete: {advice.text}", EXIT_FAILED)
+                self._diagnose()
             if now >= deadline:
-                raise CliError(self._timeout_reason(), EXIT_FAILED)
+                self._timed_out()
             self.run.sleep(min(self.args.poll_interval, max(0.0, deadline - now)))
 
     def _progress(self, reached: str, text: str) -> None:
@@ -155,6 +225,7 @@ class _Follower:
         elapsed = self.run.clock() - self._started
         self.reached = reached
         self.events.append({"reached": reached, "elapsed_seconds": round(elapsed, 1), "text": text})
+        self.run.partial["progress"] = self.events
         self.run.console.info(f"  [{elapsed:6.1f}s] {text}")
 
     def _complete(self, step: str, text: str) -> None:
@@ -181,6 +252,7 @@ class _Follower:
                     f"AWSCURRENT moved to {current} (another rotation finished first).",
                 )
                 status = "superseded"
+            self.run.aftermath = None
             return {
                 "status": status,
                 "current_version": current,
@@ -194,7 +266,8 @@ class _Follower:
                 "createSecret", f"createSecret: version {self.token} is AWSPENDING; minting a key"
             )
         if self.stored is None and PENDING in labels:
-            self.stored, _ = read_version(self.store, self.secret.arn, self.token, self.run.console)
+            read = read_version(self.store, self.secret.arn, self.token, self.run.console)
+            self.stored = read.value
             if self.stored is not None:
                 self._complete(
                     "createSecret",
@@ -211,8 +284,14 @@ class _Follower:
     def _read_log(self, *, report_failure: bool = True) -> None:
         failure = self.log.failure(self.token) if report_failure else None
         if failure is not None:
-            step, reason = failure
-            advice = self._dead_key_advice() if step in (None, "createSecret") else None
+            step, reason, error_type = failure
+            if error_type in _UNREACHABLE_ERRORS:
+                raise CliError(
+                    f"rotation failed: {reason}; Cekura could not be reached by the function: "
+                    f"once it answers, `{self._retry()}` finishes this rotation",
+                    EXIT_UNAVAILABLE,
+                )
+            advice = self._key_advice() if step in (None, "createSecret") else None
             raise CliError(
                 f"rotation failed: {reason}" + (f"; {advice.text}" if advice else ""), EXIT_FAILED
             )
@@ -220,7 +299,24 @@ class _Follower:
             if step in STEPS:
                 self._complete(step, "the function logged it")
 
-    def _timeout_reason(self) -> str:
+    def _diagnose(self) -> None:
+        """The new key has not appeared: stop now when the rotation cannot mint one, or when it
+        cannot be followed (the log unreadable) and Cekura refuses the key or cannot be asked."""
+        advice = self._key_advice()
+        if advice is None or advice.outlook == "recovering":
+            return
+        if advice.outlook == "hopeless":
+            raise CliError(f"rotation cannot complete: {advice.text}", advice.exit_code)
+        if not self.log.enabled:
+            raise CliError(
+                f"rotation stopped being followed: no new key in version {self.token} after "
+                f"{self.run.clock() - self._started:.0f}s, {advice.text}, and "
+                f"{self.log.unreadable_text()}, so the function's own reason is unknown. The "
+                f"rotation may still finish: `{self._status()}`",
+                advice.exit_code,
+            )
+
+    def _timed_out(self) -> None:
         failure = self.log.failure(self.token)
         if not self.seen_pending:
             state = (
@@ -236,78 +332,138 @@ class _Follower:
                 f"the new key ({key_label(self.stored)}) is stored as AWSPENDING in version "
                 f"{self.token} but setSecret, testSecret or finishSecret did not complete"
             )
-        where = failure[1] if failure else f"see the log group {self.log.group}"
+        if failure:
+            where = failure[1]
+        elif not self.log.enabled:
+            where = f"{self.log.unreadable_text()}, so the function's own reason is unknown"
+        else:
+            where = f"see the log group {self.log.group}"
         text = (
             f"rotation failed: AWSCURRENT did not move within {self.args.timeout:g}s "
             f"(last step reached: {self.reached}); {state}; {where}"
         )
-        if self.stored is None and not self.diagnosed:
-            advice = self._dead_key_advice()
+        code = EXIT_FAILED
+        if self.stored is None:
+            advice = self._key_advice()
             if advice is not None:
                 text += f"; {advice.text}"
-        return text
+                code = advice.exit_code
+        raise CliError(text, code)
 
-    def _dead_key_advice(self) -> Advice | None:
-        """What to do when the current key is dead, or None when it is not (or cannot be told)."""
-        value, _ = current_value(self.store, self.secret, self.run.console)
-        if value is None or value.project_id is None:
+    def _key_advice(self) -> Advice | None:
+        """What the current key (and admin credential) say about this rotation; None when the
+        key works or cannot be told."""
+        read = current_value(self.store, self.secret, self.run.console)
+        value = read.value
+        if value is None:
             return None
         function_env = self.run.aws.function_environment(self.function_arn)
+        project = value.project_id
+        if project is None and function_env:
+            try:
+                project = Config.from_env(function_env).default_project_id
+            except ConfigError:
+                project = None
         url = self.explicit_url or cekura_url(self.args, self.run.env, function_env)
         cekura = self.run.cekura(url)
         try:
-            cekura.validate(value.api_key, project_id=value.project_id)
-        except CekuraAuthError:
-            pass  # dead: explained below
-        except CekuraError:
-            return None
-        else:
-            return None
+            verdict = judge_key(cekura, value, project)
+            if verdict.state == "unknown":
+                return Advice(
+                    f"Cekura cannot be reached from here either ({verdict.text}): no key can be "
+                    f"minted while it is down; once it answers, `{self._retry()}` finishes this "
+                    "rotation",
+                    outlook="unknown",
+                    exit_code=EXIT_UNAVAILABLE,
+                )
+            if verdict.state != "rejected":
+                return None
+            view = admin.inspect(
+                store=self.store,
+                cekura=cekura,
+                value=value,
+                function_env=function_env,
+                console=self.run.console,
+            )
         finally:
             cekura.close()
-        return dead_key_advice(self.secret, value, function_env, self.function_arn)
+        return dead_key_advice(
+            self.run,
+            secret=self.secret,
+            value=value,
+            verdict=verdict,
+            view=view,
+            function_arn=self.function_arn,
+        )
+
+    def _status(self) -> str:
+        return self.run.command("status", "--secret-id", self.secret.arn)
+
+    def _retry(self) -> str:
+        return self.run.command("rotate", "--secret-id", self.secret.arn, "--wait")
 
 
 @dataclass(frozen=True)
 class Advice:
-    """What to tell an operator whose current key is dead; `hopeless`: no rotation can work."""
+    """What to tell an operator about a rotation that stalls. `outlook`: hopeless (it cannot
+    complete), recovering (an admin credential Cekura accepts mints without the dead key), or
+    unknown (it cannot be told from here)."""
 
     text: str
-    hopeless: bool
+    outlook: Literal["hopeless", "recovering", "unknown"]
+    exit_code: int = EXIT_FAILED
 
 
 def dead_key_advice(
+    run: Run,
+    *,
     secret: SecretDescription,
     value: SecretValue,
-    function_env: Mapping[str, str] | None,
+    verdict: KeyVerdict,
+    view: admin.AdminView,
     function_arn: str,
 ) -> Advice:
     """Why a secret whose current key Cekura rejects rotates or not, and how to recover."""
-    dead = f"Cekura no longer accepts the current key ({key_label(value)}, HTTP 401)"
-    arn, source = admin.admin_arn(value, function_env)
-    if arn is not None:
-        return Advice(
-            f"{dead}; admin secret {arn} is configured, so the rotator mints with it and does not "
-            f"need that key: check the admin credential with `{PROG} status --secret-id "
-            f"{secret.arn}`",
-            hopeless=False,
-        )
+    dead = f"Cekura no longer accepts the current key ({key_label(value)}): {verdict.text}"
     recovery = (
         "To recover, either deploy the stack with AdminSecretArns=<ARN of a secret holding "
         '{"api_key": ...} or {"bearer_token": ...}> and rotate again, or mint and store a new '
-        f"key now with `{PROG} bootstrap --update --secret-name {secret.name} --project-id "
-        f"{value.project_id} --function-arn {function_arn} --admin-secret-arn ARN`, or store a "
-        f"key made in the Cekura dashboard with the same command without --admin-secret-arn "
-        "(key on stdin)"
-    )
-    if source == "unknown":
+        "key now with `"
+        + run.command(
+            "bootstrap", "--update", "--secret-name", secret.name,
+            "--project-id", str(value.project_id), "--function-arn", function_arn,
+            "--admin-secret-arn", "ARN",
+        )
+        + "`, or store a key made in the Cekura dashboard with the same command without "
+        "--admin-secret-arn (key on stdin)"
+    )  # fmt: skip
+    if view.arn is not None:
+        if view.allowed is False or view.accepted is False:
+            why = (
+                "the function does not allow it (AdminSecretArns)"
+                if view.allowed is False
+                else view.verdict
+            )
+            return Advice(
+                f"{dead}; admin secret {view.arn} is configured, but {why}, so the rotator cannot "
+                f"mint a replacement with it either. Fix the admin secret, or: {recovery}",
+                outlook="hopeless",
+            )
+        return Advice(
+            f"{dead}; admin secret {view.arn} is configured, so the rotator mints with it and "
+            f"does not need that key ({view.verdict}): check the admin credential with `"
+            + run.command("status", "--secret-id", secret.arn)
+            + "`",
+            outlook="recovering" if view.accepted else "unknown",
+        )
+    if view.source == "unknown":
         return Advice(
             f"{dead}, and the function's configuration cannot be read to tell whether an admin "
             f"credential is configured; if none is, no rotation can mint a replacement. {recovery}",
-            hopeless=False,
+            outlook="unknown",
         )
     return Advice(
         f"{dead}, and no admin credential is configured, so the rotator has nothing to mint a "
         f"replacement with. {recovery}",
-        hopeless=True,
+        outlook="hopeless",
     )

@@ -600,7 +600,7 @@ class HealthCheck:
             out.gone.append((entry, key_id))
 
     def _clear(self, run: _Run, out: _Outcome, entry: ledger.Entry, key_id: int | None) -> None:
-        if not self._revoker.clear(out.arn, entry):
+        if not self._revoker.recorder.clear(out.arn, entry):
             out.notes.append(f"clearing manual entry {entry.label} failed; the next run retries")
             return
         run.add(cleared=1)
@@ -970,7 +970,7 @@ def write_cursor(name: str, start_after: str | None) -> None:
 
 
 def emit_metrics(report: HealthReport) -> None:
-    """The run's metrics (PLAN.md): counts, emitted every run, zeros included."""
+    """The run's metrics, emitted every run, zeros included: the alarms read them."""
     count("HealthSecretsChecked", len(report.secrets))
     count("CurrentKeyRejected", len(report.rejected))
     count("RotationsStuck", len(report.stuck))
@@ -1005,9 +1005,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         report = check.run(request.secret_ids, fix=True, deadline=deadline, start_after=start_after)
         _refuse_input(report.rejected_input)
     except RotatorError as e:
+        count("HealthCheckFailed")
         logger.exception("Health check failed", error_type=type(e).__name__)
         raise
     except Exception:
+        count("HealthCheckFailed")
         logger.exception("Health check failed unexpectedly")
         raise
     if cursor and report.next_start_after != start_after:

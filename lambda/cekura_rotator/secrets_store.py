@@ -179,6 +179,56 @@ class SecretsStore:
                 return
             kwargs["NextToken"] = page["NextToken"]
 
+    def read_with_date(
+        self, secret_id: str, *, version_id: str
+    ) -> tuple[str | bytes | None, datetime | None]:
+        """A version's value (None if it has none) and when the version was created."""
+        try:
+            out = aws_call(
+                "GetSecretValue",
+                self._client.get_secret_value,
+                SecretId=secret_id,
+                VersionId=version_id,
+            )
+        except SecretsStoreError as e:
+            if e.code == "ResourceNotFoundException":
+                return None, None
+            raise
+        created = out.get("CreatedDate")
+        if "SecretString" in out:
+            return str(out["SecretString"]), created
+        binary = out.get("SecretBinary")
+        return (bytes(binary) if binary is not None else None), created
+
+    def create_secret(
+        self,
+        name: str,
+        *,
+        value: str,
+        token: str,
+        description: str | None = None,
+        kms_key_id: str | None = None,
+    ) -> tuple[str, str]:
+        """CreateSecret with `value` as its AWSCURRENT version; returns (ARN, version id)."""
+        kwargs: dict[str, Any] = {"Name": name, "SecretString": value, "ClientRequestToken": token}
+        if description is not None:
+            kwargs["Description"] = description
+        if kms_key_id is not None:
+            kwargs["KmsKeyId"] = kms_key_id
+        out = aws_call("CreateSecret", self._client.create_secret, **kwargs)
+        return str(out["ARN"]), str(out["VersionId"])
+
+    def put_current(self, secret_id: str, *, value: str, token: str) -> str:
+        """Store `value` as a new AWSCURRENT version (PutSecretValue); returns its version id."""
+        out = aws_call(
+            "PutSecretValue",
+            self._client.put_secret_value,
+            SecretId=secret_id,
+            SecretString=value,
+            ClientRequestToken=token,
+        )
+        return str(out["VersionId"])
+
     def start_rotation(
         self,
         secret_id: str,

@@ -429,7 +429,7 @@ class Rotator:
                 entry.state is State.GRACE
                 and self._config.revocation_policy is not RevocationPolicy.OFF
             ):
-                self._revoker.change_state(ctx.arn, versions, entry, State.OWED)
+                self._revoker.recorder.change_state(ctx.arn, versions, entry, State.OWED)
         for version_id in owed:
             versions = self._record(ctx, versions, version_id, reader, State.OWED)
 
@@ -460,11 +460,11 @@ class Rotator:
                 return versions  # it holds no key
             minted_here = key_names.minted_for(known.key_name, self._key_stem(ctx), version_id)
             key = key_ref(known, minted_here=minted_here)
-            return self._revoker.record(
+            return self._revoker.recorder.record(
                 ctx.arn, versions, version_id, key, state=state, named=known
             )
         # Named by its version; settling reads it later.
-        return self._revoker.record(ctx.arn, versions, version_id, None, state=state)
+        return self._revoker.recorder.record(ctx.arn, versions, version_id, None, state=state)
 
     def _settle(
         self,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ import boto3
 import pytest
 
 from cekura_rotator import handler
+from cekura_rotator.observability import logger
 from cekura_rotator_cli.app import main
 from infra.local.fake_cekura import KEY_PREFIX, SESSION_PREFIX, IssuedKey
 from infra.local.lambda_bridge import FUNCTION_NAME, REGION
@@ -91,6 +93,59 @@ def seed(stack: LocalStack, **extra: Any) -> Seeded:
     arn = client.create_secret(Name=name, SecretString=value)["ARN"]
     enable_rotation(client, arn)
     return Seeded(arn, name, project, issued)
+
+
+class _ShipToCloudWatch(logging.Handler):
+    """What Lambda does with the function's output: each record becomes a log event."""
+
+    def __init__(self, moto_url: str):
+        super().__init__()
+        self.setFormatter(logger.registered_formatter)
+        self._logs = boto3.client("logs", region_name="us-east-1", endpoint_url=moto_url)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._logs.put_log_events(
+            logGroupName=LOG_GROUP,
+            logStreamName="local",
+            logEvents=[{"timestamp": int(record.created * 1000), "message": self.format(record)}],
+        )
+
+
+@pytest.fixture
+def function_log(stack: LocalStack) -> Iterator[None]:
+    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=stack.moto_url)
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="local")
+    shipper = _ShipToCloudWatch(stack.moto_url)
+    logger.addHandler(shipper)
+    try:
+        yield
+    finally:
+        logger._logger.removeHandler(shipper)
+        # Later tests must again see a function whose log cannot be read.
+        logs.delete_log_group(logGroupName=LOG_GROUP)
+
+
+@pytest.fixture
+def allow_admin(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Deploy the function with AdminSecretArns=ARN: its environment, as the template sets it."""
+
+    def allow(arn: str) -> None:
+        variables = {
+            "CEKURA_ADMIN_SECRET_ARN": arn,
+            "CEKURA_ALLOWED_ADMIN_SECRET_ARNS": arn,
+            "CEKURA_API_URL": stack.fake.url,
+        }
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        handler.rotator.cache_clear()
+        set_function_environment(stack, variables)
+
+    return allow
+
+
+def lambda_client(stack: LocalStack) -> Any:
+    return boto3.client("lambda", region_name=REGION, endpoint_url=stack.moto_url)
 
 
 def set_function_environment(stack: LocalStack, variables: dict[str, str]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
 import socket
@@ -16,16 +15,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
-from cekura_rotator import handler
-from cekura_rotator.observability import logger
+from cekura_rotator import handler, ledger
 from cekura_rotator.secret_value import fingerprint
 from cekura_rotator_cli.app import main
 from infra.local.fake_cekura import KEY_PREFIX, Fault
@@ -37,6 +33,7 @@ from tests.integration.cli_harness import (
     assert_one_line,
     cli,
     current_value,
+    function_log,
     rotate,
     seed,
     shared_stack,
@@ -46,7 +43,7 @@ from tests.integration.cli_harness import (
     version_with,
 )
 
-__all__ = ["shared_stack", "stack"]  # fixtures, used by name
+__all__ = ["function_log", "shared_stack", "stack"]  # fixtures, used by name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,8 +80,10 @@ def test_bootstrap_reads_the_key_from_stdin_and_attaches_rotation(stack: LocalSt
     assert described["RotationEnabled"] is True
     assert described["RotationRules"]["AutomaticallyAfterDays"] == 30
     assert fingerprint(issued.key) in result.out
-    assert result.err == ""
-    assert_no_key_material(stack, result.out)
+    # ... with a warning that, without --key-id, the key can never be revoked by id
+    assert result.err.startswith("warning: no --key-id:")
+    assert "can never revoke this key by id" in result.err
+    assert_no_key_material(stack, result.text)
 
 
 def test_bootstrap_reads_the_key_from_cekura_api_key(
@@ -302,15 +301,17 @@ def test_status_shows_versions_keys_and_fingerprints_before_and_after_rotations(
     current = current_value(client, seeded.arn)
     assert f"{third}  AWSCURRENT" in after.out
     assert f"{second}  AWSPREVIOUS" in after.out
-    assert f"{first}  CEKURA_MANUAL_{first}" in after.out
+    (manual,) = [e for e in ledger.entries(stages(client, seeded.arn)) if e.version_id == first]
+    assert manual.state == ledger.State.MANUAL
+    assert f"{first}  {' '.join(manual.labels)}" in after.out
     assert f"fingerprint  {fingerprint(current['api_key'])}" in after.out
     assert f"key id       {current['key_id']}" in after.out
     assert "Last rotation      ok" in after.out
     awaiting = after.out.split("Revocations awaiting deletion", 1)[1]
     assert awaiting.startswith(" (1)\n")
     assert (
-        f"key {seeded.key.id} 'bootstrap' {fingerprint(seeded.key.key)} in version {first}, age "
-        in awaiting
+        f"key {seeded.key.id} 'bootstrap' {fingerprint(seeded.key.key)} (project "
+        f"{seeded.project}) in version {first}, age " in awaiting
     )
     assert "awaiting manual deletion in the Cekura dashboard" in awaiting
     assert fingerprint(current["api_key"]) not in awaiting
@@ -353,11 +354,11 @@ def test_status_json_carries_the_same_facts_without_key_material(stack: LocalSta
     # ... the failed rotation is reported as pending, the bootstrap key as awaiting deletion
     pending = version_with(client, seeded.arn, "AWSPENDING")
     assert pending is not None
-    assert report["rotation"]["last_result"] == {
-        "status": "pending",
-        "pending_version": pending,
-        "text": f"in progress or failed (pending version {pending})",
-    }
+    last_result = report["rotation"]["last_result"]
+    assert (last_result["status"], last_result["pending_version"]) == ("pending", pending)
+    assert last_result["text"].startswith(
+        f"in progress or failed (pending version {pending}, since "
+    )
     assert versions[pending]["fingerprint"] is None
     assert report["rotation"]["function_arn"] == FUNCTION_ARN
     assert report["admin_secret"]["source"] == "none"
@@ -464,40 +465,11 @@ def test_rotate_wait_fails_with_the_reason(
     assert f"(last step reached: {reached})" in result.err
     assert reason in result.err
     assert pending in result.err
-    assert f"see the log group {LOG_GROUP}" in result.err
+    # ... and says that the function's log, which would give the reason, could not be read
+    assert f"the function's log {LOG_GROUP} could not be read from here" in result.err
+    assert "so the function's own reason is unknown" in result.err
     assert version_with(client, seeded.arn, "AWSCURRENT") == before
     assert_no_key_material(stack, result.text)
-
-
-class _ShipToCloudWatch(logging.Handler):
-    """What Lambda does with the function's output: each record becomes a log event."""
-
-    def __init__(self, moto_url: str):
-        super().__init__()
-        self.setFormatter(logger.registered_formatter)
-        self._logs = boto3.client("logs", region_name="us-east-1", endpoint_url=moto_url)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._logs.put_log_events(
-            logGroupName=LOG_GROUP,
-            logStreamName="local",
-            logEvents=[{"timestamp": int(record.created * 1000), "message": self.format(record)}],
-        )
-
-
-@pytest.fixture
-def function_log(stack: LocalStack) -> Iterator[None]:
-    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=stack.moto_url)
-    logs.create_log_group(logGroupName=LOG_GROUP)
-    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="local")
-    shipper = _ShipToCloudWatch(stack.moto_url)
-    logger.addHandler(shipper)
-    try:
-        yield
-    finally:
-        logger._logger.removeHandler(shipper)
-        # Later tests must again see a function whose log cannot be read.
-        logs.delete_log_group(logGroupName=LOG_GROUP)
 
 
 @pytest.mark.usefixtures("function_log")

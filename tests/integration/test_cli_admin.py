@@ -15,13 +15,13 @@ from typing import Literal
 
 import pytest
 
-from cekura_rotator import handler
 from cekura_rotator.cekura import Credential
 from cekura_rotator.secret_value import fingerprint
 from infra.local.stack import FUNCTION_ARN, LocalStack, delete_in_dashboard
 from tests.integration.cli_harness import (
     FAST,
     Seeded,
+    allow_admin,
     assert_no_key_material,
     assert_one_line,
     cli,
@@ -33,7 +33,7 @@ from tests.integration.cli_harness import (
     version_with,
 )
 
-__all__ = ["shared_stack", "stack"]  # fixtures, used by name
+__all__ = ["allow_admin", "shared_stack", "stack"]  # fixtures, used by name
 
 Kind = Literal["api_key", "bearer_token"]
 
@@ -69,24 +69,6 @@ def kill(stack: LocalStack, seeded: Seeded) -> None:
     """Delete the secret's current key at Cekura, as a person in the dashboard would."""
     delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
     assert not stack.fake.is_live(seeded.key.key)
-
-
-@pytest.fixture
-def allow_admin(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
-    """Deploy the function with AdminSecretArns=ARN: its environment, as the template sets it."""
-
-    def allow(arn: str) -> None:
-        variables = {
-            "CEKURA_ADMIN_SECRET_ARN": arn,
-            "CEKURA_ALLOWED_ADMIN_SECRET_ARNS": arn,
-            "CEKURA_API_URL": stack.fake.url,
-        }
-        for name, value in variables.items():
-            monkeypatch.setenv(name, value)
-        handler.rotator.cache_clear()
-        set_function_environment(stack, variables)
-
-    return allow
 
 
 # -- bootstrap ---------------------------------------------------------------------------------
@@ -125,12 +107,13 @@ def test_bootstrap_mints_the_first_key_with_the_admin_credential(
 
 
 def test_bootstrap_refuses_a_project_outside_the_admin_secrets_projects(
-    stack: LocalStack,
+    stack: LocalStack, allow_admin: Callable[[str], None]
 ) -> None:
-    # Given an admin secret limited to another project
+    # Given an admin secret the function allows, limited to another project
     project = stack.fake.create_project("boot-outside", organization="Acme")
     other = stack.fake.create_project("boot-other", organization="Acme")
     arn, credential = admin_secret(stack, project, "bearer_token", projects=[other])
+    allow_admin(arn)
     name = f"cekura/{uuid.uuid4().hex[:8]}"
     stack.fake.reset_requests()
 
@@ -153,13 +136,14 @@ def test_bootstrap_refuses_a_project_outside_the_admin_secrets_projects(
     ids=["not JSON", "no credential field"],
 )
 def test_bootstrap_with_a_bad_admin_secret_creates_nothing(
-    stack: LocalStack, value: str, field: str
+    stack: LocalStack, allow_admin: Callable[[str], None], value: str, field: str
 ) -> None:
-    # Given an admin secret that is not in the admin format
+    # Given an admin secret the function allows, but that is not in the admin format
     project = stack.fake.create_project("boot-bad-admin", organization="Acme")
     arn = stack.client().create_secret(
         Name=f"cekura/bad-{uuid.uuid4().hex[:6]}", SecretString=value
     )["ARN"]
+    allow_admin(arn)
     name = f"cekura/{uuid.uuid4().hex[:8]}"
     stack.fake.reset_requests()
 

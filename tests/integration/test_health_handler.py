@@ -152,15 +152,18 @@ def test_secret_ids_event_checks_those_only(fleet: Fleet) -> None:
     ],
 )
 def test_malformed_event_is_a_typed_error_and_checks_nothing(
-    fleet: Fleet, event: Any, message: str
+    fleet: Fleet, event: Any, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fleet.add(1)
     fleet.fake.reset_requests()
     fleet.aws_calls.clear()
+    capsys.readouterr()
     with pytest.raises(EventError, match=message):
         invoke(event)
     assert fleet.fake.requests == []
     assert fleet.aws_calls == {}
+    # And the failed run is counted, so a health check that keeps failing is seen
+    assert emf(capsys.readouterr().out).get("HealthCheckFailed") == 1
 
 
 def test_secret_ids_not_this_rotators_are_a_typed_error_naming_the_secret(

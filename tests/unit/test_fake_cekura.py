@@ -1139,18 +1139,18 @@ def test_main_serves_standalone_and_prints_a_bootstrap_key() -> None:
 
             # When its bootstrap key validates against the printed project
             response = httpx.get(
-                f"{printed['CEKURA_BASE_URL']}{VALIDATE}",
+                f"{printed['CEKURA_API_URL']}{VALIDATE}",
                 headers=auth(printed["CEKURA_API_KEY"]),
                 params={"project_id": printed["CEKURA_PROJECT_ID"]},
                 timeout=5.0,
             )
             projects = httpx.get(
-                f"{printed['CEKURA_BASE_URL']}{PROJECTS}",
+                f"{printed['CEKURA_API_URL']}{PROJECTS}",
                 headers=auth(printed["CEKURA_API_KEY"]),
                 timeout=5.0,
             )
             keys = httpx.get(
-                f"{printed['CEKURA_BASE_URL']}{KEYS}",
+                f"{printed['CEKURA_API_URL']}{KEYS}",
                 headers=bearer(printed["CEKURA_SESSION_TOKEN"]),
                 timeout=5.0,
             )

@@ -606,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     session = fake.issue_session(projects[0])
     with fake:
         # KEY=value lines so a shell can `eval` them.
-        print(f"CEKURA_BASE_URL={fake.url}")
+        print(f"CEKURA_API_URL={fake.url}")  # the name the rotator and the CLI read
         print(f"CEKURA_PROJECT_ID={projects[0]}")
         print(f"CEKURA_API_KEY={bootstrap.key}")
         # For the operations spec mode keeps to sessions: Authorization: Bearer <token>.

@@ -4,6 +4,7 @@ The record itself, the rotator's staging labels, is `cekura_rotator.ledger`.
 """
 
 from cekura_rotator.revocation.decide import HeldKey, Outcome, Scope
+from cekura_rotator.revocation.record import Recorder
 from cekura_rotator.revocation.revoker import (
     Proof,
     RevocationCredential,
@@ -20,6 +21,7 @@ __all__ = [
     "HeldKey",
     "Outcome",
     "Proof",
+    "Recorder",
     "RevocationCredential",
     "Revoker",
     "Scope",

@@ -33,7 +33,7 @@ from cekura_rotator.errors import (
     CekuraRefusedError,
     SecretsStoreError,
 )
-from cekura_rotator.ledger import Entry, KeyRef, State
+from cekura_rotator.ledger import KeyRef, State
 from cekura_rotator.observability import count, logger
 from cekura_rotator.parallel import Calls
 from cekura_rotator.revocation.decide import (
@@ -52,17 +52,13 @@ from cekura_rotator.revocation.decide import (
     plan,
     strays,
 )
+from cekura_rotator.revocation.record import Recorder
 from cekura_rotator.secret_value import SecretValue, fingerprint
 from cekura_rotator.secrets_store import SecretsStore
 
 # After Cekura refuses listing or deleting with a credential, this container does not ask again
 # for this long: the answer will not change between two rotations a minute apart.
 REFUSAL_MEMORY_SECONDS = 3600.0
-# Failures that mean a label cannot be written at all (limits, a bad name), as opposed to failing
-# for now: recording is then given up, loudly, instead of blocking the rotation.
-_UNRECORDABLE = frozenset(
-    {"LimitExceededException", "InvalidParameterException", "ValidationException"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,117 +200,9 @@ class Revoker:
         self._cekura = cekura
         self._clock = clock
         self._calls = calls or Calls()
+        self.recorder = Recorder(store)
         self._delete_refused_until: dict[str, float] = {}
         self._list_refused_until: dict[str, float] = {}
-
-    # -- the record ---------------------------------------------------------------------------
-
-    def record(
-        self,
-        arn: str,
-        versions: Mapping[str, tuple[str, ...]],
-        version_id: str,
-        key: KeyRef | None,
-        *,
-        state: State = State.OWED,
-        named: HeldKey | None = None,
-    ) -> dict[str, tuple[str, ...]]:
-        """Record that `version_id`'s key is owed (in `state`); return the labels after.
-
-        Raises on a failure that may pass (the step is retried before anything irreversible);
-        gives up, with an error log naming the key, when the budget is spent or the label cannot
-        be written at all.
-        """
-        labels = {v: tuple(s) for v, s in versions.items()}
-        if any(e.version_id == version_id for e in ledger.entries(labels)):
-            return labels
-        label = ledger.entry_label(state, version_id=version_id, key=key)
-        if label in ledger.labels_in_use(labels):
-            return labels  # the same key is recorded on another version already
-        if not ledger.room_to_record(labels):
-            self._unrecorded(version_id, key, named, "no room in the label budget")
-            return labels
-        try:
-            self._store.move_stage(arn, stage=label, to_version=version_id, from_version=None)
-        except SecretsStoreError as e:
-            if e.code not in _UNRECORDABLE:
-                raise
-            self._unrecorded(version_id, key, named, f"the label cannot be written ({e.code})")
-            return labels
-        labels[version_id] = (*labels.get(version_id, ()), label)
-        logger.info(
-            "Revocation recorded", version_id=version_id, state=str(state), key_id=_id(key, named)
-        )
-        return labels
-
-    def change_state(
-        self, arn: str, versions: dict[str, tuple[str, ...]], entry: Entry, state: State
-    ) -> bool:
-        """Move an entry to another state: the new label first, so a crash leaves both, never
-        none. Needs one spare label for the moment both exist; without one the entry stays."""
-        new = entry.moved_to(state)
-        if ledger.spare_labels(versions) < 1:
-            logger.warning("No spare label to change a record's state", version_id=entry.version_id)
-            return False
-        try:
-            self._store.move_stage(arn, stage=new, to_version=entry.version_id, from_version=None)
-            versions[entry.version_id] = (*versions[entry.version_id], new)
-            for label in entry.labels:
-                self._store.move_stage(
-                    arn, stage=label, to_version=None, from_version=entry.version_id
-                )
-                versions[entry.version_id] = tuple(
-                    s for s in versions[entry.version_id] if s != label
-                )
-        except SecretsStoreError as e:
-            logger.warning("Changing a record's state failed", error_code=e.code)
-            return False
-        return True
-
-    def clear(
-        self, arn: str, entry: Entry, versions: dict[str, tuple[str, ...]] | None = None
-    ) -> bool:
-        """Remove an entry's labels (its key is gone, or a person settled it)."""
-        for label in entry.labels:
-            try:
-                self._store.move_stage(
-                    arn, stage=label, to_version=None, from_version=entry.version_id
-                )
-            except SecretsStoreError as e:
-                # The key is gone; the label only makes a later run find that out again.
-                logger.warning("Clearing a record failed", label=label, error_code=e.code)
-                return False
-            if versions is not None and entry.version_id in versions:
-                versions[entry.version_id] = tuple(
-                    s for s in versions[entry.version_id] if s != label
-                )
-        return True
-
-    def shed(self, arn: str, versions: dict[str, tuple[str, ...]]) -> int:
-        """Give up records, loudly, while the secret lacks room for a rotation's own labels
-        (applications may have added labels since). Manual ones go first: a person has them."""
-        shed = 0
-        for entry in sorted(ledger.entries(versions), key=lambda e: e.state != State.MANUAL):
-            if ledger.spare_labels(versions) >= 0:
-                break
-            if self.clear(arn, entry, versions):
-                shed += 1
-                self._unrecorded(entry.version_id, entry.key, None, "given up to free a label")
-        return shed
-
-    def _unrecorded(
-        self, version_id: str, key: KeyRef | None, named: HeldKey | None, why: str
-    ) -> None:
-        count("RevocationsUnrecorded")
-        # This log line is then the only record: it names the key as far as it is known.
-        logger.error(
-            "An owed revocation is not recorded; delete this key in the Cekura dashboard",
-            version_id=version_id,
-            reason=why,
-            key_id=_id(key, named),
-            key_name=named.key_name if named else None,
-            project_id=(key.project if key else None) or (named.project if named else None),
-        )
 
     # -- settling -----------------------------------------------------------------------------
 
@@ -339,7 +227,7 @@ class Revoker:
         )
         if listed and sweep is not None:
             self._sweep(arn, labels, listed, reader, who, sweep, deadline, report)
-        report.unrecorded += self.shed(arn, labels)
+        report.unrecorded += self.recorder.shed(arn, labels)
         report.left(labels)
         return report
 
@@ -490,7 +378,7 @@ class Revoker:
             action = after_delete(action, outcome)
             fields["reason"] = action.reason
         if action.do is Do.CLEAR:
-            if self.clear(arn, action.entry, labels):
+            if self.recorder.clear(arn, action.entry, labels):
                 report.cleared += 1
                 logger.info("Revocation settled; record cleared", **fields)
         elif action.do is Do.MARK_MANUAL:
@@ -500,11 +388,11 @@ class Revoker:
                 "(cekura-rotator revocations list)",
                 **fields,
             )
-            if self.change_state(arn, labels, action.entry, State.MANUAL):
+            if self.recorder.change_state(arn, labels, action.entry, State.MANUAL):
                 report.marked_manual += 1
         elif action.do is Do.MARK_OWED:
             logger.info("A label holds a manual entry's key again; back to owed", **fields)
-            self.change_state(arn, labels, action.entry, State.OWED)
+            self.recorder.change_state(arn, labels, action.entry, State.OWED)
         elif action.do is Do.KEEP:
             report.kept.append(f"version {action.entry.version_id}: {action.reason}")
             logger.info("Revocation kept", **fields)
@@ -617,12 +505,6 @@ class Revoker:
 
     def _remember(self, memory: dict[str, float], credential_id: str) -> None:
         memory[credential_id] = self._clock() + REFUSAL_MEMORY_SECONDS
-
-
-def _id(key: KeyRef | None, named: HeldKey | None) -> int | None:
-    if key is not None:
-        return key.key_id
-    return named.key_id if named else None
 
 
 def key_ref(known: HeldKey, *, minted_here: bool) -> KeyRef | None:
