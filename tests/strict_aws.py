@@ -550,6 +550,7 @@ class StrictAws:
                 return _error("InvalidParameterException", f"Not a valid version: {version_id}")
         holder = _holder(before, stage)
         if remove_from is not None and holder != remove_from:
+            self.counts["label-cas-refused"] += 1
             return _error(
                 "InvalidParameterException",
                 f"Version stage {stage} not found in version {remove_from}",

@@ -392,6 +392,7 @@ class ActorCase:
     clean: bool = False
     may_fail: bool = False
     inside_finish: int = 0  # steps of a RotateSecret accepted inside finishSecret
+    met: str | None = None  # the strict model's rule the actor's doing must meet
 
 
 def _at(step: Step, do: Callable[[Harness, str], object]) -> Act:
@@ -478,11 +479,16 @@ def _actor_cases(policy: str, mode: Mode) -> list[ActorCase]:
         tag = "" if key_id else "-without-key-id"
         cases += [
             case(f"person-put-between-rotations{tag}", setup=_now(_put(key_id))),
-            case(f"person-put-after-create{tag}", act=_at(Step.SET, _put(key_id))),
+            case(
+                f"person-put-after-create{tag}",
+                act=_at(Step.SET, _put(key_id)),
+                met="put-mid-rotation",
+            ),
             case(
                 f"person-put-just-before-the-move{tag}",
                 act=_at(Step.FINISH, _before_the_move(_put(key_id))),
                 may_fail=True,  # the move names the version that was current: AWS refuses it
+                met="put-mid-rotation",
             ),
             case(f"moved-to-another-project{tag}", setup=_now(_move(key_id))),
         ]
@@ -490,12 +496,14 @@ def _actor_cases(policy: str, mode: Mode) -> list[ActorCase]:
         case(
             "moved-to-another-project-mid-rotation",
             act=_at(Step.TEST, _move(True)),
+            met="put-mid-rotation",
         ),
         *(case(f"rotate-inside-finish-{steps}-steps", inside_finish=steps) for steps in (1, 3, 4)),
         case(
             "kms-change-with-a-pinned-old-version",
             before=_pin_first,
             setup=lambda h: h.change_kms_key(),
+            met="kms-unreadable",
         ),
         case("kms-change-mid-rotation", act=_at(Step.TEST, lambda h, t: h.change_kms_key())),
         case("kms-change-strands-no-debt", setup=_owed_then_kms),
@@ -506,7 +514,12 @@ def _actor_cases(policy: str, mode: Mode) -> list[ActorCase]:
         ),
         case("app-label-on-current-before-finish", act=_at(Step.FINISH, _pin("AWSCURRENT"))),
         case("app-label-on-pending", act=_at(Step.TEST, _pin("AWSPENDING"))),
-        case("deletion-scheduled-then-restored", act=_deletion_then_restore, may_fail=True),
+        case(
+            "deletion-scheduled-then-restored",
+            act=_deletion_then_restore,
+            may_fail=True,
+            met="deletion-refused",
+        ),
         # An application leaves room for what a rotation needs: the record must make do.
         case(
             "labels-nearly-full-before-rotate",
@@ -519,15 +532,22 @@ def _actor_cases(policy: str, mode: Mode) -> list[ActorCase]:
         # An application takes every label left while the rotator holds records: the move of
         # AWSCURRENT (which under `immediate` needs a new AWSPREVIOUS) must find room in them.
         case("labels-all-taken-before-finish", act=_at(Step.FINISH, lambda h, t: h.fill_labels(0))),
-        case("reads-lag-writes", setup=_world(read_lag=3), clean=True),
-        case("writes-throttled", setup=_world(throttle_rate=0.2), clean=True, may_fail=True),
+        case("reads-lag-writes", setup=_world(read_lag=3), clean=True, met="lagging-read"),
+        case(
+            "writes-throttled",
+            setup=_world(throttle_rate=0.3),
+            clean=True,
+            may_fail=True,
+            met="throttled",
+        ),
         case(
             "pending-cleaned-up-at-the-move",
             act=_at(Step.FINISH, lambda h, t: h.pending_cleaned_at_the_move(t)),
             clean=True,
+            met="pending-removed",
         ),
         case("pending-kept-after-finish", setup=_world(pending_after_finish="keep"), clean=True),
-        case("long-history-pruned", setup=_history, clean=True),
+        case("long-history-pruned", setup=_history, clean=True, met="versions-pruned"),
     ]
     return cases
 
@@ -586,6 +606,9 @@ def test_actor_then_retries(actor: ActorCase, rig: Rig, ledger: Ledger) -> None:
         last = new
     if actor.inside_finish:
         assert nested, "AWS did not accept the RotateSecret inside finishSecret"
+    # ... the actor's doing met the strict model's rule it is there for ...
+    if actor.met is not None:
+        assert h.model.counts[actor.met] > 0, f"the rule {actor.met} was never met"
     # ... every invariant holds ...
     permissive = actor.mode == "permissive"
     h.check(ledger, completed=last, swept=permissive, grace_bound=permissive and actor.clean)

@@ -203,6 +203,16 @@ class RotationMachine(RuleBasedStateMachine):
         self.ran["aws_fails_soon"] += 1
         self.rig.aws.arm(AwsFault(operation, error, skip=skip))
 
+    @rule(
+        operation=st.sampled_from(("PutSecretValue", "UpdateSecretVersionStage")),
+        error=st.sampled_from(("internal-error", "throttling")),
+        skip=st.integers(0, 2),
+    )
+    def aws_answer_lost(self, operation: str, error: str, skip: int) -> None:
+        """A write soon is carried out, and its answer lost (AWS reports a failure)."""
+        self.ran["aws_answer_lost"] += 1
+        self.rig.aws.arm(AwsFault(operation, error, skip=skip, after=True))
+
     @rule(route=st.sampled_from(CEKURA_ROUTES), kind=st.sampled_from(sorted(CEKURA_FAULTS)))
     def cekura_fails_next(self, route: Any, kind: str) -> None:
         self.ran["cekura_fails_next"] += 1
@@ -508,7 +518,7 @@ def test_random_sequences(rig: Rig, ledger: Ledger, reliability_full: bool) -> N
     assert ledger.invariant_violations == 0
     assert ran["check: rotation completed"] > 0
     if reliability_full:  # (a short run may, by chance, miss one)
-        assert len(RULES) == 24
+        assert len(RULES) == 25
         assert set(ran) >= RULES, f"rules that never ran: {RULES - set(ran)}"
         assert ran["check: rotation completed"] > examples
         assert ran["check: stray sweep"] > 0
