@@ -152,10 +152,12 @@ def labels_in_use(versions: Mapping[str, Iterable[str]]) -> set[str]:
     return {s for stages in versions.values() for s in stages}
 
 
-def spare_labels(versions: Mapping[str, Iterable[str]]) -> int:
-    """Labels that can still be attached while leaving room for every reserved one."""
+def spare_labels(
+    versions: Mapping[str, Iterable[str]], *, reserved: Iterable[str] = RESERVED
+) -> int:
+    """Labels that can still be attached while leaving room for every `reserved` one."""
     in_use = labels_in_use(versions)
-    missing = sum(1 for label in RESERVED if label not in in_use)
+    missing = sum(1 for label in reserved if label not in in_use)
     return MAX_LABELS - len(in_use) - missing
 
 

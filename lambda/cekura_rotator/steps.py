@@ -277,6 +277,9 @@ class Rotator:
             superseded = ctx.secret.version_with(CURRENT)
             if policy is not RevocationPolicy.OFF:
                 versions = self._grace_for_the_superseded(ctx, versions, reader)
+            # The move attaches AWSPREVIOUS; where applications took that room since the
+            # record was written, the record gives way, never the rotation.
+            self._revoker.recorder.shed(ctx.arn, versions, needing=(PREVIOUS,))
             self._store.move_stage(
                 ctx.arn, stage=CURRENT, to_version=ctx.token, from_version=superseded
             )
@@ -502,11 +505,20 @@ class Rotator:
         for label, version in removals:
             versions[version] = tuple(s for s in versions[version] if s != label)
         return [
-            partial(
-                self._store.move_stage, ctx.arn, stage=label, to_version=None, from_version=version
-            )
+            partial(self._remove_label, ctx, label=label, version_id=version)
             for label, version in removals
         ]
+
+    def _remove_label(self, ctx: _Context, *, label: str, version_id: str) -> None:
+        try:
+            self._store.move_stage(ctx.arn, stage=label, to_version=None, from_version=version_id)
+        except SecretsStoreError as e:
+            if e.code != "InvalidParameterException":
+                raise
+            # The label left that version already: a RotateSecret accepted the moment
+            # AWSCURRENT moved takes AWSPENDING to its own version, and Secrets Manager may
+            # remove it itself. What this removal was for is done.
+            logger.info("A label had left its version already", label=label, version_id=version_id)
 
     def _versions_to_read(self, ctx: _Context) -> list[str]:
         """The versions revocation will weigh: every one labelled after the move (what it holds

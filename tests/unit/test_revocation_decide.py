@@ -93,6 +93,22 @@ ROWS = [
         created={OLD: T0, PIN: T0 - timedelta(days=1), CUR: T0},
     ),
     Row(
+        "owed, a pinned key known only by value, the owed version read and different: delete",
+        (owed(),),
+        Do.DELETE,
+        "no label holds it",
+        keys={CUR: CUR_KEY, OLD: OLD_KEY, PIN: HeldKey("fp-person")},
+        others={PIN: ("APP_PINNED",)},
+    ),
+    Row(
+        "owed, a pinned key known only by value, the owed version unreadable: keep",
+        (owed(),),
+        Do.KEEP,
+        "may hold it",
+        keys={CUR: CUR_KEY, OLD: UNREADABLE, PIN: HeldKey("fp-person")},
+        others={PIN: ("APP_PINNED",)},
+    ),
+    Row(
         "owed, another pinned version holds a different key id: delete",
         (owed(),),
         Do.DELETE,
@@ -344,6 +360,9 @@ def test_needs_reads_held_versions_and_dates_only_when_a_held_key_is_uncertain()
     assert second.created
     # And a readable key with an id needs none
     assert not needs(Snapshot(versions, {CUR: CUR_KEY, PIN: HeldKey("x", 5)})).created
+    # But a pinned key known only by value needs the owed version read, to compare values
+    by_value = needs(Snapshot(versions, {CUR: CUR_KEY, PIN: HeldKey("fp-person")}))
+    assert by_value.versions == {OLD}
 
 
 # -- strays ---------------------------------------------------------------------------------

@@ -124,16 +124,22 @@ def needs(snapshot: Snapshot) -> Needs:
     creation dates are needed. Call again after reading: what was read may need dates."""
     held = held_versions(snapshot.versions)
     wanted = set(held) | {e.version_id for e in entries(snapshot.versions) if e.key is None}
+    if any(_by_value_only(snapshot.keys.get(v)) for v in held):
+        # A held key known only by value is compared by value: every entry's key is needed.
+        wanted |= {e.version_id for e in entries(snapshot.versions)}
     missing = frozenset(v for v in wanted if v not in snapshot.keys)
     uncertain = any(_uncertain(snapshot.keys.get(v)) for v in held)
     return Needs(missing, uncertain and snapshot.created is None)
 
 
 def _uncertain(known: Known | None) -> bool:
-    """A held version whose key cannot be matched by id: only creation order can rule it out."""
-    return isinstance(known, Unreadable) or (
-        isinstance(known, HeldKey) and known.key_id is None and known.fingerprint is not None
-    )
+    """A held version whose key cannot be matched by id: only its value or creation order can
+    rule it out."""
+    return isinstance(known, Unreadable) or _by_value_only(known)
+
+
+def _by_value_only(known: Known | None) -> bool:
+    return isinstance(known, HeldKey) and known.key_id is None and known.fingerprint is not None
 
 
 def plan(snapshot: Snapshot) -> list[Action]:

@@ -8,7 +8,7 @@ the key, and `RevocationsUnrecorded` counts it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from cekura_rotator import ledger
 from cekura_rotator.errors import SecretsStoreError
@@ -111,12 +111,19 @@ class Recorder:
                 )
         return True
 
-    def shed(self, arn: str, versions: dict[str, tuple[str, ...]]) -> int:
-        """Give up records, loudly, while the secret lacks room for a rotation's own labels
-        (applications may have added labels since). Manual ones go first: a person has them."""
+    def shed(
+        self,
+        arn: str,
+        versions: dict[str, tuple[str, ...]],
+        *,
+        needing: Iterable[str] = ledger.RESERVED,
+    ) -> int:
+        """Give up records, loudly, while the secret lacks room for the labels a rotation needs
+        (`needing`; applications may have added labels since). Manual ones go first: a person
+        has them already."""
         shed = 0
         for entry in sorted(ledger.entries(versions), key=lambda e: e.state != State.MANUAL):
-            if ledger.spare_labels(versions) >= 0:
+            if ledger.spare_labels(versions, reserved=needing) >= 0:
                 break
             if self.clear(arn, entry, versions):
                 shed += 1
