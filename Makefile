@@ -57,7 +57,7 @@ demo: $(VENV)/.stamp
 	$(RUN) -m infra.local.demo
 
 reliability: $(VENV)/.stamp
-	$(PY) -m pytest tests/reliability -p no:randomly --reliability-full
+	$(PY) -m pytest tests/reliability -p no:randomly --reliability-full -n 2 --dist loadgroup -p tests.reliability.summary
 
 bench: setup
 	PATH="$(dir $(PYTHON_RUNTIME)):$$PATH" TOOLS_BIN="$(abspath $(TOOLS))" $(RUN) -m tools.bench
