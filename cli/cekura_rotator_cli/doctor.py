@@ -26,7 +26,7 @@ from typing import Any, Literal
 from cekura_rotator.config import Config
 from cekura_rotator.credentials import load_admin_credential
 from cekura_rotator.errors import AdminSecretError, ConfigError, SecretsStoreError
-from cekura_rotator.health_checks import rotated_by, unqualified
+from cekura_rotator.health.rules import rotated_by, unqualified
 from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDetails
 from cekura_rotator_cli import admin
 from cekura_rotator_cli.aws import FunctionInfo, arn_region, request

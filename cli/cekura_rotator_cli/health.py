@@ -20,7 +20,7 @@ from typing import Any
 from cekura_rotator.config import Config
 from cekura_rotator.errors import ConfigError
 from cekura_rotator.health import HealthCheck, HealthReport, HealthSettings, SecretHealth
-from cekura_rotator.health_checks import rotated_by, unqualified
+from cekura_rotator.health.rules import rotated_by, unqualified
 from cekura_rotator.secrets_store import SecretDescription
 from cekura_rotator_cli.aws import FunctionInfo
 from cekura_rotator_cli.context import Run

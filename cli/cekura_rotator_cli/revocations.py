@@ -23,7 +23,7 @@ from typing import Any
 from cekura_rotator import ledger
 from cekura_rotator.config import Config
 from cekura_rotator.errors import ConfigError
-from cekura_rotator.health_checks import rotated_by
+from cekura_rotator.health.rules import rotated_by
 from cekura_rotator.revocation import Proof, Revoker
 from cekura_rotator.secrets_store import SecretDescription, SecretsStore
 from cekura_rotator_cli.context import Run

@@ -18,7 +18,7 @@ from cekura_rotator import ledger
 from cekura_rotator.cekura import CekuraClient
 from cekura_rotator.config import Config
 from cekura_rotator.errors import ConfigError
-from cekura_rotator.health_checks import is_stuck, pending_version
+from cekura_rotator.health.rules import is_stuck, pending_version
 from cekura_rotator.secrets_store import CURRENT, PENDING, PREVIOUS, SecretDetails
 from cekura_rotator_cli import admin, health
 from cekura_rotator_cli.context import Run

@@ -161,7 +161,7 @@ def run_admin_mode() -> int:
 def _health_check(stack: LocalStack, title: str) -> tuple[dict[str, Any], str]:
     """One scheduled run of the health function (in this process, like the rotation function),
     reported; returns its answer, and what it and any rotation it started logged."""
-    from cekura_rotator import health
+    from cekura_rotator.health import handler as health
 
     context = FakeLambdaContext(function_name="cekura-rotator-health", timeout_seconds=300)
     with patched_environ(HEALTH_ENV):

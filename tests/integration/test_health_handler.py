@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
-from cekura_rotator import health
 from cekura_rotator.errors import ConfigError, EventError
+from cekura_rotator.health import handler as health
 from infra.local.fake_cekura import FakeCekura
 from infra.local.lambda_bridge import FUNCTION_ARN, REGION, FakeLambdaContext
 from tests.conftest import LogCapture, World
