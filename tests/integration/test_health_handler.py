@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
 
 from cekura_rotator.errors import ConfigError, EventError
 from cekura_rotator.health import handler as health
-from infra.local.fake_cekura import FakeCekura
 from infra.local.lambda_bridge import FUNCTION_ARN, REGION, FakeLambdaContext
-from tests.conftest import LogCapture, World
-from tests.integration.test_health import Fleet, bulk
-
-if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager import SecretsManagerClient
+from tests.conftest import LogCapture
+from tests.integration.health_fleet import Fleet, ReadClock, bulk
 
 CURSOR = "/cekura-rotator/health-cursor"
 SCHEDULED: dict[str, Any] = {
@@ -45,16 +40,11 @@ METRICS = (
 )
 
 
-@pytest.fixture
-def fleet(
-    sm: SecretsManagerClient,
-    fake: FakeCekura,
-    make_world: Callable[..., World],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Fleet]:
-    """A fleet, and the health function configured for it as the template would."""
+@pytest.fixture(autouse=True)
+def deployed(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The health function configured for the fleet as the template would."""
     for name, value in {
-        "CEKURA_API_URL": fake.url,
+        "CEKURA_API_URL": fleet.fake.url,
         "ROTATION_FUNCTION_ARN": FUNCTION_ARN,
         "HEALTH_CURSOR_PARAMETER": CURSOR,
     }.items():
@@ -63,7 +53,7 @@ def fleet(
     built = health.health_check  # a test may replace it
     built.cache_clear()
     health._ssm.cache_clear()
-    yield Fleet(sm, fake, make_world, monkeypatch)
+    yield
     built.cache_clear()
     health._ssm.cache_clear()
 
@@ -199,15 +189,7 @@ def test_a_run_out_of_time_writes_the_cursor_and_the_next_starts_there(
     # Given eight secrets, and a clock that moves 10 s at every read of a current key
     fleet.add(1)
     arns = sorted([*bulk(fleet, 7), fleet.worlds[0].arn])
-    offset = [0.0]
-
-    def clock() -> float:
-        return time.monotonic() + offset[0]
-
-    def tick(**_: Any) -> None:
-        offset[0] += 10.0
-
-    fleet.sm.meta.events.register("before-call.secrets-manager.GetSecretValue", tick)
+    clock = ReadClock(fleet.sm)
     check = fleet.check(clock=clock, cursor_parameter=CURSOR)
     monkeypatch.setattr(health, "health_check", lambda: check)
     # When a scheduled run has 68 s (60 s once the handler's reserve is kept back)
@@ -218,8 +200,7 @@ def test_a_run_out_of_time_writes_the_cursor_and_the_next_starts_there(
     assert first["unfinished"] == arns[first["checked"] :]
     assert cursor() == arns[first["checked"] - 1]
     # When the next run has plenty of time
-    offset[0] = 0.0
-    fleet.sm.meta.events.unregister("before-call.secrets-manager.GetSecretValue", tick)
+    clock.stop()
     second = invoke(SCHEDULED)
     # Then it checked everything and the cursor is back at the beginning
     assert second["checked"] == len(arns)
