@@ -14,20 +14,17 @@ import pytest
 
 from cekura_rotator import handler
 from infra.local.lambda_bridge import FUNCTION_NAME, REGION
-from infra.local.stack import FUNCTION_ARN, LocalStack, delete_in_dashboard, enable_rotation
+from infra.local.stack import FUNCTION_ARN, LocalStack, enable_rotation
 from tests.integration.cli_harness import (
     Seeded,
     assert_no_key_material,
     cli,
     current_value,
+    kill,
     lambda_client,
     seed,
     set_function_environment,
-    shared_stack,
-    stack,
 )
-
-__all__ = ["shared_stack", "stack"]  # fixtures, used by name
 
 
 def rotator_function(stack: LocalStack) -> str:
@@ -56,10 +53,6 @@ def fleet(stack: LocalStack, function_arn: str, count: int) -> list[Seeded]:
     for secret in secrets:
         enable_rotation(stack.client(), secret.arn, function_arn=function_arn)
     return secrets
-
-
-def kill(stack: LocalStack, seeded: Seeded) -> str:
-    return delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
 
 
 def test_fleet_status_shows_one_row_per_secret_of_the_function(stack: LocalStack) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,19 +32,17 @@ from infra.local.stack import (
     DUMMY_CREDENTIALS,
     FUNCTION_ARN,
     LocalStack,
-    delete_in_dashboard,
 )
 from tests.integration.cli_harness import (
     Seeded,
     assert_no_key_material,
+    dead_port,
+    kill,
     seed,
-    shared_stack,
-    stack,
 )
 
 # One install per run: every test here shares the module's venv, so they share a worker.
 pytestmark = pytest.mark.xdist_group("cli-install")
-__all__ = ["shared_stack", "stack"]  # fixtures, used by name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What `pip install .` reads: the packaging metadata, the files it names, the two packages.
@@ -254,7 +251,7 @@ def test_status_into_head_keeps_its_exit_code(installed: Installed, stand: Local
     # Given a healthy secret and one whose key was deleted in the dashboard
     healthy = seed(stand)
     dead = seed(stand)
-    delete_in_dashboard(stand.fake, dead.key.id, project_id=dead.project)
+    kill(stand, dead)
     script = (
         '"$CLI" --endpoint-url "$MOTO" status --secret-id "$SECRET" | head -3; '
         'echo "exit=${PIPESTATUS[0]}" >&2'
@@ -381,9 +378,7 @@ def test_cekura_unreachable_exits_3_and_names_the_host(
 ) -> None:
     # Given a secret, and a Cekura URL nobody listens on
     seeded = seed(stand)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    url = f"http://127.0.0.1:{dead_port()}"
 
     # When status runs
     result = installed.run(
