@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cekura_rotator.config import positive_number
 from cekura_rotator.errors import ConfigError
 
 DEFAULT_STUCK_HOURS = 4.0
@@ -37,25 +37,16 @@ class HealthSettings:
             )
         return cls(
             rotation_function_arn=function_arn,
-            stuck_hours=_hours(env.get("STUCK_ROTATION_HOURS", "")),
+            stuck_hours=positive_number(
+                env,
+                "STUCK_ROTATION_HOURS",
+                DEFAULT_STUCK_HOURS,
+                upper=_MAX_STUCK_HOURS,
+                unit="hours",
+            ),
             heal=_flag(env.get("HEAL_DEAD_KEYS", "")),
             cursor_parameter=_parameter(env.get("HEALTH_CURSOR_PARAMETER", "")),
         )
-
-
-def _hours(raw: str) -> float:
-    text = raw.strip()
-    if not text:
-        return DEFAULT_STUCK_HOURS
-    try:
-        hours = float(text)
-    except ValueError:
-        raise ConfigError(f"STUCK_ROTATION_HOURS must be a number of hours, got {raw!r}") from None
-    if not math.isfinite(hours) or not 0 < hours <= _MAX_STUCK_HOURS:
-        raise ConfigError(
-            f"STUCK_ROTATION_HOURS must be more than 0 and at most {_MAX_STUCK_HOURS}"
-        )
-    return hours
 
 
 def _flag(raw: str) -> bool:
