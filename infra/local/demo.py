@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from cekura_rotator import ledger
 from cekura_rotator.secret_value import fingerprint
-from infra.local.lambda_bridge import FUNCTION_ARN, FakeLambdaContext
+from infra.local.lambda_bridge import FUNCTION_ARN, SCHEDULED_EVENT, FakeLambdaContext
 from infra.local.stack import (
     LocalStack,
     delete_in_dashboard,
@@ -33,14 +33,6 @@ from infra.local.stack import (
 )
 
 ROTATIONS = 3
-# What EventBridge sends the health function on its schedule (HealthCheckSchedule).
-SCHEDULED_EVENT = {
-    "version": "0",
-    "detail-type": "Scheduled Event",
-    "source": "aws.events",
-    "resources": ["arn:aws:events:us-east-1:123456789012:rule/cekura-rotator-health-check"],
-    "detail": {},
-}
 # The health function's own variables, as the template sets them (besides all of the rotator's).
 HEALTH_ENV = {"ROTATION_FUNCTION_ARN": FUNCTION_ARN, "HEALTH_CURSOR_PARAMETER": ""}
 

@@ -11,22 +11,11 @@ import pytest
 
 from cekura_rotator.errors import ConfigError, EventError
 from cekura_rotator.health import handler as health
-from infra.local.lambda_bridge import FUNCTION_ARN, REGION, FakeLambdaContext
+from infra.local.lambda_bridge import FUNCTION_ARN, REGION, SCHEDULED_EVENT, FakeLambdaContext
 from tests.conftest import LogCapture
 from tests.integration.health_fleet import Fleet, ReadClock, bulk
 
 CURSOR = "/cekura-rotator/health-cursor"
-SCHEDULED: dict[str, Any] = {
-    "version": "0",
-    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-    "detail-type": "Scheduled Event",
-    "source": "aws.events",
-    "account": "123456789012",
-    "time": "2026-12-05T12:00:00Z",
-    "region": REGION,
-    "resources": ["arn:aws:events:us-east-1:123456789012:rule/cekura-rotator-health"],
-    "detail": {},
-}
 METRICS = (
     "CurrentKeyRejected",
     "RotationsStuck",
@@ -90,7 +79,7 @@ def test_scheduled_event_returns_the_summary_and_flushes_every_metric(
     fleet.kill(dead)
     capsys.readouterr()
     # When the scheduled event arrives
-    summary = invoke(SCHEDULED)
+    summary = invoke(SCHEDULED_EVENT)
     # Then the answer is the summary, exactly
     assert summary == {
         "checked": 2,
@@ -114,7 +103,7 @@ def test_scheduled_event_returns_the_summary_and_flushes_every_metric(
     # ... the log has the summary, never the raw event, never a key
     (done,) = [json.loads(line) for line in logs.lines if "Health check complete" in line]
     assert (done["checked"], done["rejected"]) == (2, 1)
-    assert SCHEDULED["id"] not in logs.text
+    assert SCHEDULED_EVENT["id"] not in logs.text
     assert healthy.bootstrap_key not in logs.text + out
     # ... and a run that finished leaves the cursor at the beginning
     assert cursor() == "-"
@@ -180,7 +169,7 @@ def test_bad_configuration_is_a_config_error(fleet: Fleet, monkeypatch: pytest.M
     fleet.add(1)
     monkeypatch.setenv("STUCK_ROTATION_HOURS", "soon")
     with pytest.raises(ConfigError, match="STUCK_ROTATION_HOURS"):
-        invoke(SCHEDULED)
+        invoke(SCHEDULED_EVENT)
 
 
 def test_a_run_out_of_time_writes_the_cursor_and_the_next_starts_there(
@@ -193,7 +182,7 @@ def test_a_run_out_of_time_writes_the_cursor_and_the_next_starts_there(
     check = fleet.check(clock=clock, cursor_parameter=CURSOR)
     monkeypatch.setattr(health, "health_check", lambda: check)
     # When a scheduled run has 68 s (60 s once the handler's reserve is kept back)
-    first = invoke(SCHEDULED, timeout=68)
+    first = invoke(SCHEDULED_EVENT, timeout=68)
     # Then it stopped cleanly, wrote where the next run starts, and counted what it left
     assert first["unfinished"]
     assert first["checked"] + len(first["unfinished"]) == len(arns)
@@ -201,7 +190,7 @@ def test_a_run_out_of_time_writes_the_cursor_and_the_next_starts_there(
     assert cursor() == arns[first["checked"] - 1]
     # When the next run has plenty of time
     clock.stop()
-    second = invoke(SCHEDULED)
+    second = invoke(SCHEDULED_EVENT)
     # Then it checked everything and the cursor is back at the beginning
     assert second["checked"] == len(arns)
     assert cursor() == "-"
@@ -210,6 +199,6 @@ def test_a_run_out_of_time_writes_the_cursor_and_the_next_starts_there(
 def test_an_unreadable_cursor_starts_at_the_beginning(fleet: Fleet, logs: LogCapture) -> None:
     fleet.add(2)
     boto3.client("ssm", region_name=REGION).delete_parameter(Name=CURSOR)
-    summary = invoke(SCHEDULED)
+    summary = invoke(SCHEDULED_EVENT)
     assert summary["checked"] == 2
     assert any("cursor cannot be read" in line for line in logs.lines)
