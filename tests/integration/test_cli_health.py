@@ -8,11 +8,10 @@ import io
 import json
 import uuid
 import zipfile
+from collections.abc import Callable
 
 import boto3
-import pytest
 
-from cekura_rotator import handler
 from infra.local.lambda_bridge import FUNCTION_NAME, REGION
 from infra.local.stack import FUNCTION_ARN, LocalStack, enable_rotation
 from tests.integration.cli_harness import (
@@ -23,7 +22,6 @@ from tests.integration.cli_harness import (
     kill,
     lambda_client,
     seed,
-    set_function_environment,
 )
 
 
@@ -132,13 +130,12 @@ def test_health_reports_a_dead_key_and_changes_nothing_without_fix(stack: LocalS
 
 
 def test_health_without_fix_says_it_would_heal_and_heals_nothing(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+    stack: LocalStack, allow_admin: Callable[[str], None]
 ) -> None:
     # Given a dead key, and the function deployed with an admin credential that could heal it
     seeded = seed(stack)
     admin = stack.create_admin_secret("bearer_token", project_id=seeded.project)
-    variables = {**admin.env(), "CEKURA_API_URL": stack.fake.url}
-    set_function_environment(stack, variables)
+    allow_admin(admin.arn)
     session = kill(stack, seeded)
     before = current_value(stack.client(), seeded.arn)
 
@@ -153,16 +150,12 @@ def test_health_without_fix_says_it_would_heal_and_heals_nothing(
 
 
 def test_health_fix_heals_a_dead_key_with_the_admin_credential(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+    stack: LocalStack, allow_admin: Callable[[str], None]
 ) -> None:
     # Given a dead key, and the function deployed with an admin credential
     seeded = seed(stack)
     admin = stack.create_admin_secret("bearer_token", project_id=seeded.project)
-    variables = {**admin.env(), "CEKURA_API_URL": stack.fake.url}
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    handler.rotator.cache_clear()
-    set_function_environment(stack, variables)
+    allow_admin(admin.arn)
     session = kill(stack, seeded)
 
     # When health runs with --fix, as JSON

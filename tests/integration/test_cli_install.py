@@ -318,21 +318,29 @@ def _stalled_rotation(
     return seeded, proc, _Lines(proc.stdout), _Lines(proc.stderr)
 
 
+def _signal_once_started(
+    stand: LocalStack, proc: subprocess.Popen[str], err: _Lines, signum: signal.Signals
+) -> None:
+    """Send `signum` once the rotation has started and wait for the command to end; whatever
+    happens, no process and no fault are left behind for the next test."""
+    try:
+        err.wait_for("started: new version")
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        stand.fake.clear_faults()
+
+
 @pytest.mark.slow
 def test_ctrl_c_says_the_rotation_goes_on_and_json_still_gets_a_document(
     installed: Installed, stand: LocalStack
 ) -> None:
     # Given `rotate --wait --output json` following a rotation that will not finish
     seeded, proc, out, err = _stalled_rotation(installed, stand, "--timeout", "120")
-    try:
-        err.wait_for("started: new version")
 
-        # When the operator presses Ctrl-C
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-        stand.fake.clear_faults()
+    # When the operator presses Ctrl-C
+    _signal_once_started(stand, proc, err, signal.SIGINT)
     errors = err.text()
 
     # Then it exits 130; stderr says the rotation goes on in Secrets Manager and how to follow
@@ -355,15 +363,9 @@ def test_ctrl_c_says_the_rotation_goes_on_and_json_still_gets_a_document(
 def test_a_terminal_gone_does_not_stop_the_command(installed: Installed, stand: LocalStack) -> None:
     # Given `rotate --wait` following a rotation that will not finish, with a short timeout
     _, proc, out, err = _stalled_rotation(installed, stand, "--timeout", "3")
-    try:
-        err.wait_for("started: new version")
 
-        # When its terminal goes away (SIGHUP, as when an SSH session drops)
-        proc.send_signal(signal.SIGHUP)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-        stand.fake.clear_faults()
+    # When its terminal goes away (SIGHUP, as when an SSH session drops)
+    _signal_once_started(stand, proc, err, signal.SIGHUP)
 
     # Then it is not killed: it finishes its wait and exits with the code its work earned
     # (1: the rotation failed); its output, sent to pipes rather than the terminal, goes on
