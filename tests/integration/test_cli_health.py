@@ -13,7 +13,7 @@ from collections.abc import Callable
 import boto3
 
 from infra.local.lambda_bridge import FUNCTION_NAME, REGION
-from infra.local.stack import FUNCTION_ARN, LocalStack, enable_rotation
+from infra.local.stack import FUNCTION_ARN, AdminSecret, LocalStack, enable_rotation
 from tests.integration.cli_harness import (
     Seeded,
     assert_no_key_material,
@@ -129,14 +129,22 @@ def test_health_reports_a_dead_key_and_changes_nothing_without_fix(stack: LocalS
     assert_no_key_material(stack, result.text, extra=(session,))
 
 
+def dead_key_with_admin(
+    stack: LocalStack, allow_admin: Callable[[str], None]
+) -> tuple[Seeded, AdminSecret, str]:
+    """A secret whose key was deleted in the dashboard, and the function deployed with an admin
+    credential for its project: the secret, the admin secret, the dashboard session."""
+    seeded = seed(stack)
+    admin = stack.create_admin_secret("bearer_token", project_id=seeded.project)
+    allow_admin(admin.arn)
+    return seeded, admin, kill(stack, seeded)
+
+
 def test_health_without_fix_says_it_would_heal_and_heals_nothing(
     stack: LocalStack, allow_admin: Callable[[str], None]
 ) -> None:
     # Given a dead key, and the function deployed with an admin credential that could heal it
-    seeded = seed(stack)
-    admin = stack.create_admin_secret("bearer_token", project_id=seeded.project)
-    allow_admin(admin.arn)
-    session = kill(stack, seeded)
+    seeded, admin, session = dead_key_with_admin(stack, allow_admin)
     before = current_value(stack.client(), seeded.arn)
 
     # When health runs without --fix
@@ -153,10 +161,7 @@ def test_health_fix_heals_a_dead_key_with_the_admin_credential(
     stack: LocalStack, allow_admin: Callable[[str], None]
 ) -> None:
     # Given a dead key, and the function deployed with an admin credential
-    seeded = seed(stack)
-    admin = stack.create_admin_secret("bearer_token", project_id=seeded.project)
-    allow_admin(admin.arn)
-    session = kill(stack, seeded)
+    seeded, admin, session = dead_key_with_admin(stack, allow_admin)
 
     # When health runs with --fix, as JSON
     result = cli(stack, "health", "--secret-id", seeded.arn, "--fix", "--output", "json")
