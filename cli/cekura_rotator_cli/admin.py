@@ -13,18 +13,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cekura_rotator.cekura import CekuraClient
-from cekura_rotator.config import Config
 from cekura_rotator.credentials import AdminCredential, load_admin_credential
 from cekura_rotator.errors import (
     AdminSecretError,
     CekuraAuthError,
     CekuraError,
     CekuraForbiddenError,
-    ConfigError,
 )
 from cekura_rotator.secret_value import SecretValue
 from cekura_rotator.secrets_store import SecretsStore
 from cekura_rotator_cli.console import Console
+from cekura_rotator_cli.reading import function_config
 
 DEFAULT_VARIABLE = "CEKURA_ADMIN_SECRET_ARN"
 Source = Literal["secret", "function", "none", "unknown"]
@@ -85,12 +84,8 @@ def admin_arn(
 
 def allowed_by_function(arn: str, function_env: Mapping[str, str] | None) -> bool | None:
     """Whether the function may use this admin secret; None when its settings are unknown."""
-    if function_env is None:
-        return None
-    try:
-        return Config.from_env(function_env).admin_allowed(arn)
-    except ConfigError:
-        return None  # the function's configuration does not parse: `doctor` says so
+    config = function_config(function_env)
+    return config.admin_allowed(arn) if config else None
 
 
 def inspect(

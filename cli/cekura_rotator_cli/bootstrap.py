@@ -13,7 +13,6 @@ stored is deleted again (or named for manual deletion).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -49,7 +48,13 @@ from cekura_rotator_cli.errors import (
     aws_exit_code,
 )
 from cekura_rotator_cli.options import add_cekura_url, positive_int
-from cekura_rotator_cli.reading import cekura_url, explicit_cekura_url, read_version, schedule_text
+from cekura_rotator_cli.reading import (
+    cekura_url,
+    explicit_cekura_url,
+    function_config,
+    read_version,
+    schedule_text,
+)
 
 _RATE = re.compile(r"rate\(\s*(\d+)\s+(day|days|hour|hours)\s*\)", re.IGNORECASE)
 _CRON = re.compile(r"cron\(.+\)", re.IGNORECASE)
@@ -355,10 +360,7 @@ def _given(key: str, args: argparse.Namespace, run: Run, url: str) -> _NewKey:
 
 def _key_name_prefix(function_env: Mapping[str, str] | None) -> str:
     """The function's CEKURA_KEY_NAME_PREFIX (its default when the configuration is unknown)."""
-    if function_env is not None:
-        with contextlib.suppress(ConfigError):
-            return Config.from_env(function_env).key_name_prefix
-    return Config().key_name_prefix
+    return (function_config(function_env) or Config()).key_name_prefix
 
 
 def _mint(

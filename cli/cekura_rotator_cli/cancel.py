@@ -21,16 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cekura_rotator import key_names, ledger
-from cekura_rotator.config import Config
-from cekura_rotator.errors import ConfigError, SecretsStoreError
+from cekura_rotator.errors import SecretsStoreError
+from cekura_rotator.health.rules import pending_version
 from cekura_rotator.ledger import State
 from cekura_rotator.revocation import HeldKey, Recorder, held_key, key_ref
-from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription
+from cekura_rotator.secrets_store import PENDING, SecretDescription
 from cekura_rotator_cli.aws import FunctionInfo, FunctionLog
 from cekura_rotator_cli.context import Run
 from cekura_rotator_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, AwsError, CliError
 from cekura_rotator_cli.reading import (
     find_secret,
+    function_config,
     require_rotation,
     time_text,
 )
@@ -44,8 +45,8 @@ _LOG_PAGES = 20
 def cancel(args: argparse.Namespace, run: Run) -> int:
     store = run.aws.store()
     secret = find_secret(run, args.secret_id)
-    pending = secret.version_with(PENDING)
-    if pending is None or pending == secret.version_with(CURRENT):
+    pending = pending_version(secret.versions)
+    if pending is None:
         run.console.result(
             {"secret_arn": secret.arn, "cancelled": None, "recorded": None},
             [f"Nothing to cancel: no rotation of {secret.name} is pending; nothing was changed."],
@@ -193,9 +194,7 @@ def _refusal(
 ) -> CliError:
     return CliError(
         f"refused to cancel the rotation of version {pending}: {why}; nothing was changed. "
-        f"To cancel it, {what_to_do}: `"
-        + run.command("rotate", "--cancel", "--secret-id", secret.arn)
-        + "`",
+        f"To cancel it, {what_to_do}: `" + run.cancel_command(secret.arn) + "`",
         EXIT_FAILED,
     )
 
@@ -224,10 +223,7 @@ class _Held:
 
 
 def _held(run: Run, secret: SecretDescription, pending: str, function: FunctionInfo) -> _Held:
-    try:
-        config: Config | None = Config.from_env(function.environment)
-    except ConfigError:
-        config = None
+    config = function_config(function.environment)
     try:
         raw, created = run.aws.store().read_with_date(secret.arn, version_id=pending)
     except SecretsStoreError:

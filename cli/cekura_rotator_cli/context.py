@@ -54,6 +54,15 @@ class Run:
         --region R status --secret-id X`)."""
         return shlex.join([PROG, *self.aws_options, *words])
 
+    def cancel_command(self, secret_arn: str) -> str:
+        """The command that unsticks the secret's stuck rotation."""
+        return self.command("rotate", "--cancel", "--secret-id", secret_arn)
+
+    def store_key_command(self, secret_name: str) -> str:
+        """The command that stores a good key as the secret's AWSCURRENT (its other options
+        left to the operator)."""
+        return self.command("bootstrap", "--update", "--secret-name", secret_name, "...")
+
     @contextlib.contextmanager
     def rotator_logs(self) -> Iterator[None]:
         """While the rotator's own code runs here (Revoker, HealthCheck), its log goes to the

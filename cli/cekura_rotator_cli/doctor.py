@@ -26,8 +26,8 @@ from typing import Any, Literal
 from cekura_rotator.config import Config
 from cekura_rotator.credentials import load_admin_credential
 from cekura_rotator.errors import AdminSecretError, ConfigError, SecretsStoreError
-from cekura_rotator.health_checks import rotated_by, unqualified
-from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDetails
+from cekura_rotator.health.rules import pending_version, rotated_by, unqualified
+from cekura_rotator.secrets_store import SecretDetails
 from cekura_rotator_cli import admin
 from cekura_rotator_cli.aws import FunctionInfo, arn_region, request
 from cekura_rotator_cli.context import Run
@@ -246,9 +246,9 @@ class _Doctor:
             )
         if not secret.rotation_enabled:
             return Check("rotation", "fail", "rotation is not enabled on the secret", attach)
-        pending = secret.version_with(PENDING)
+        pending = pending_version(secret.versions)
         schedule = schedule_text(self.details.rotation_rules)
-        if pending is not None and pending != secret.version_with(CURRENT):
+        if pending is not None:
             return Check(
                 "rotation",
                 "warn",
@@ -257,7 +257,7 @@ class _Doctor:
                 "follow it: "
                 + self.run.command("status", "--secret-id", secret.arn)
                 + "; if it is stuck: "
-                + self.run.command("rotate", "--cancel", "--secret-id", secret.arn),
+                + self.run.cancel_command(secret.arn),
             )
         return Check(
             "rotation",
@@ -551,4 +551,4 @@ class _Doctor:
 
     def _bootstrap_update(self) -> str:
         name = self.details.secret.name if self.details else "NAME"
-        return self.run.command("bootstrap", "--update", "--secret-name", name, "...")
+        return self.run.store_key_command(name)

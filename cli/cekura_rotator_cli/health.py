@@ -20,7 +20,7 @@ from typing import Any
 from cekura_rotator.config import Config
 from cekura_rotator.errors import ConfigError
 from cekura_rotator.health import HealthCheck, HealthReport, HealthSettings, SecretHealth
-from cekura_rotator.health_checks import rotated_by, unqualified
+from cekura_rotator.health.rules import rotated_by, unqualified
 from cekura_rotator.secrets_store import SecretDescription
 from cekura_rotator_cli.aws import FunctionInfo
 from cekura_rotator_cli.context import Run
@@ -32,7 +32,7 @@ from cekura_rotator_cli.errors import (
     AwsError,
     CliError,
 )
-from cekura_rotator_cli.options import add_cekura_url, add_stuck_hours
+from cekura_rotator_cli.options import add_fleet_options
 from cekura_rotator_cli.reading import explicit_cekura_url, find_secret, iso, time_text
 
 NAME = "health"
@@ -52,13 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="settle owed revocations, clear manual records whose key is gone, heal dead keys "
         "(default: report only)",
     )
-    parser.add_argument(
-        "--function-arn",
-        help="the rotation function whose secrets to check (default: every Cekura rotator "
-        "rotating a secret in the region)",
-    )
-    add_stuck_hours(parser)
-    add_cekura_url(parser)
+    add_fleet_options(parser, verb="check")
 
 
 def run(args: argparse.Namespace, run: Run) -> int:

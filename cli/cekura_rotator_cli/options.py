@@ -8,6 +8,7 @@ import re
 from typing import NoReturn
 
 from cekura_rotator.config import DEFAULT_API_URL
+from cekura_rotator.health.settings import DEFAULT_STUCK_HOURS
 
 OUTPUTS = ("table", "json", "text")
 _UNRECOGNIZED = "unrecognized arguments: "
@@ -81,8 +82,16 @@ def add_cekura_url(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# How long a rotation may stay pending before it counts as stuck (the health check's default).
-DEFAULT_STUCK_HOURS = 4.0
+def add_fleet_options(parser: argparse.ArgumentParser, *, verb: str, scope: str = "") -> None:
+    """The options of a run over the fleet (`health`, and `status` without --secret-id), which
+    `health` reads: whose secrets, when a pending rotation is stuck, and where Cekura is."""
+    parser.add_argument(
+        "--function-arn",
+        help=f"{scope}the rotation function whose secrets to {verb} (default: every "
+        "Cekura rotator rotating a secret in the region)",
+    )
+    add_stuck_hours(parser)
+    add_cekura_url(parser)
 
 
 def add_stuck_hours(parser: argparse.ArgumentParser) -> None:
@@ -102,24 +111,23 @@ def positive_int(text: str) -> int:
 
 
 def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            "must be a number of seconds (the value is not shown)"
-        ) from None
+    value = _number(text, "seconds")
     if not 0 < value <= 86_400:
         raise argparse.ArgumentTypeError("must be more than 0 and at most 86400 seconds")
     return value
 
 
 def hours(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            "must be a number of hours (the value is not shown)"
-        ) from None
+    value = _number(text, "hours")
     if not 0 < value <= 24 * 365:
         raise argparse.ArgumentTypeError("must be more than 0 hours and at most a year")
     return value
+
+
+def _number(text: str, unit: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of {unit} (the value is not shown)"
+        ) from None

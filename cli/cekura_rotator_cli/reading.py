@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from cekura_rotator.config import DEFAULT_API_URL, parse_api_url
+from cekura_rotator.config import DEFAULT_API_URL, Config, parse_api_url
 from cekura_rotator.errors import ConfigError, SecretFormatError, SecretsStoreError
 from cekura_rotator.secret_value import SecretValue
 from cekura_rotator.secrets_store import CURRENT, SecretDescription, SecretsStore
@@ -97,11 +97,38 @@ def require_rotation(secret: SecretDescription, run: Run) -> str:
     if not secret.rotation_lambda_arn:
         raise CliError(
             "rotation is not configured on this secret: attach it with `"
-            + run.command("bootstrap", "--update", "--secret-name", secret.name, "...")
+            + run.store_key_command(secret.name)
             + "` or RotateSecret --rotation-lambda-arn",
             EXIT_USAGE,
         )
     return secret.rotation_lambda_arn
+
+
+def rotation_function_env(run: Run, secret: SecretDescription) -> Mapping[str, str] | None:
+    """The environment of the secret's rotation function; None when it has none, or when it
+    cannot be read from here."""
+    if not secret.rotation_lambda_arn:
+        return None
+    return run.aws.function_environment(secret.rotation_lambda_arn)
+
+
+def function_config(function_env: Mapping[str, str] | None) -> Config | None:
+    """The rotation function's configuration as the function parses it; None when its
+    environment is unknown or does not parse (`doctor` says why)."""
+    if function_env is None:
+        return None
+    try:
+        return Config.from_env(function_env)
+    except ConfigError:
+        return None
+
+
+def key_project(value: SecretValue, function_env: Mapping[str, str] | None) -> int | None:
+    """The project a key is checked against: the secret's, else the function's default."""
+    if value.project_id is not None:
+        return value.project_id
+    config = function_config(function_env)
+    return config.default_project_id if config else None
 
 
 def explicit_cekura_url(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:

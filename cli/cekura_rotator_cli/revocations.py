@@ -15,15 +15,13 @@ whose key cannot be read, and so cannot be tested, with a warning.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from cekura_rotator import ledger
-from cekura_rotator.config import Config
-from cekura_rotator.errors import ConfigError
-from cekura_rotator.health_checks import rotated_by
+from cekura_rotator.health.rules import rotated_by
 from cekura_rotator.revocation import Proof, Revoker
 from cekura_rotator.secrets_store import SecretDescription, SecretsStore
 from cekura_rotator_cli.context import Run
@@ -47,8 +45,10 @@ from cekura_rotator_cli.reading import (
     cekura_url,
     explicit_cekura_url,
     find_secret,
+    function_config,
     iso,
     read_version,
+    rotation_function_env,
 )
 
 NAME = "revocations"
@@ -287,12 +287,9 @@ def clear_command(args: argparse.Namespace, run: Run) -> int:
             "nothing was changed",
             EXIT_USAGE,
         )
-    function_env = (
-        run.aws.function_environment(secret.rotation_lambda_arn)
-        if secret.rotation_lambda_arn
-        else None
-    )
-    default_project = _default_project(function_env)
+    function_env = rotation_function_env(run, secret)
+    config = function_config(function_env)
+    default_project = config.default_project_id if config else None
     cekura = run.cekura(cekura_url(args, run.env, function_env))
     revoker = Revoker(store=store, cekura=cekura)
     try:
@@ -381,12 +378,3 @@ def _verdict(owed: Owed, revoker: Revoker, default_project: int | None, force: b
         EXIT_UNAVAILABLE,
         f"{where}: Cekura could not be asked whether the key is gone; try again later",
     )
-
-
-def _default_project(function_env: Mapping[str, str] | None) -> int | None:
-    if not function_env:
-        return None
-    try:
-        return Config.from_env(function_env).default_project_id
-    except ConfigError:
-        return None

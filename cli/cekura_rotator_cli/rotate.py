@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cekura_rotator import ledger
-from cekura_rotator.config import Config
-from cekura_rotator.errors import ConfigError, SecretsStoreError
+from cekura_rotator.errors import SecretsStoreError
 from cekura_rotator.secret_value import SecretValue
 from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription, SecretsStore
 from cekura_rotator_cli import admin, cancel
@@ -33,6 +32,7 @@ from cekura_rotator_cli.reading import (
     explicit_cekura_url,
     find_secret,
     key_label,
+    key_project,
     read_version,
     require_rotation,
 )
@@ -95,7 +95,7 @@ def start(run: Run, secret: SecretDescription, function_arn: str, *, immediately
             raise CliError(
                 f"{e.message}; nothing was started. A rotation may be in progress or stuck: "
                 f"follow it with `{follow}`; if it is stuck, `"
-                + run.command("rotate", "--cancel", "--secret-id", secret.arn)
+                + run.cancel_command(secret.arn)
                 + "`",
                 EXIT_FAILED,
             ) from None
@@ -113,9 +113,7 @@ def refuse_bad_current(run: Run, store: SecretsStore, secret: SecretDescription)
     if read.kind in ("malformed", "empty"):
         raise CliError(
             f"the AWSCURRENT version {read.problem}, so createSecret would fail; nothing was "
-            "started. Store a good key first with `"
-            + run.command("bootstrap", "--update", "--secret-name", secret.name, "...")
-            + "`",
+            "started. Store a good key first with `" + run.store_key_command(secret.name) + "`",
             EXIT_FAILED,
         )
     if read.kind == "unreadable":
@@ -358,12 +356,7 @@ class _Follower:
         if value is None:
             return None
         function_env = self.run.aws.function_environment(self.function_arn)
-        project = value.project_id
-        if project is None and function_env:
-            try:
-                project = Config.from_env(function_env).default_project_id
-            except ConfigError:
-                project = None
+        project = key_project(value, function_env)
         url = self.explicit_url or cekura_url(self.args, self.run.env, function_env)
         cekura = self.run.cekura(url)
         try:

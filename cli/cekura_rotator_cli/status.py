@@ -16,15 +16,13 @@ from typing import Any
 
 from cekura_rotator import ledger
 from cekura_rotator.cekura import CekuraClient
-from cekura_rotator.config import Config
-from cekura_rotator.errors import ConfigError
-from cekura_rotator.health_checks import is_stuck, pending_version
+from cekura_rotator.health.rules import is_stuck, pending_version
 from cekura_rotator.secrets_store import CURRENT, PENDING, PREVIOUS, SecretDetails
 from cekura_rotator_cli import admin, health
 from cekura_rotator_cli.context import Run
 from cekura_rotator_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CliError
 from cekura_rotator_cli.keys import Judgement, KeyVerdict, judge_key
-from cekura_rotator_cli.options import add_cekura_url, add_secret_id, add_stuck_hours
+from cekura_rotator_cli.options import add_fleet_options, add_secret_id
 from cekura_rotator_cli.reading import (
     Read,
     Version,
@@ -34,7 +32,9 @@ from cekura_rotator_cli.reading import (
     current_value,
     explicit_cekura_url,
     iso,
+    key_project,
     read_version,
+    rotation_function_env,
     schedule_text,
     time_text,
 )
@@ -50,13 +50,7 @@ _LABEL_ORDER = {CURRENT: 0, PENDING: 1, PREVIOUS: 2}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_secret_id(parser, required=False)
-    parser.add_argument(
-        "--function-arn",
-        help="without --secret-id: the rotation function whose secrets to list (default: every "
-        "Cekura rotator rotating a secret in the region)",
-    )
-    add_stuck_hours(parser)
-    add_cekura_url(parser)
+    add_fleet_options(parser, verb="list", scope="without --secret-id: ")
 
 
 def run(args: argparse.Namespace, run: Run) -> int:
@@ -123,11 +117,7 @@ def secret_status(args: argparse.Namespace, run: Run) -> int:
         )
     )
     current = current_value(store, secret, run.console)
-    function_env = (
-        run.aws.function_environment(secret.rotation_lambda_arn)
-        if secret.rotation_lambda_arn
-        else None
-    )
+    function_env = rotation_function_env(run, secret)
     cekura = run.cekura(cekura_url(args, run.env, function_env))
     try:
         verdict = _verdict(cekura, current, function_env)
@@ -164,13 +154,7 @@ def _verdict(
         elif current.kind == "unreadable":
             state = "unknown"
         return KeyVerdict(state, f"not checked: the AWSCURRENT version {current.problem}")
-    project = current.value.project_id
-    if project is None and function_env:
-        try:
-            project = Config.from_env(function_env).default_project_id
-        except ConfigError:
-            project = None
-    return judge_key(cekura, current.value, project)
+    return judge_key(cekura, current.value, key_project(current.value, function_env))
 
 
 def _outcome(status: Status, run: Run) -> int:
@@ -182,7 +166,7 @@ def _outcome(status: Status, run: Run) -> int:
             (
                 EXIT_FAILED,
                 f"the AWSCURRENT version {status.current.problem}; store a good key with "
-                + run.command("bootstrap", "--update", "--secret-name", secret.name, "..."),
+                + run.store_key_command(secret.name),
             )
         )
     elif status.verdict.state == "rejected":
@@ -191,7 +175,7 @@ def _outcome(status: Status, run: Run) -> int:
                 EXIT_FAILED,
                 f"Cekura does not accept the current key: {status.verdict.text}; rotate with an "
                 "admin credential, or store a key from the dashboard with "
-                + run.command("bootstrap", "--update", "--secret-name", secret.name, "..."),
+                + run.store_key_command(secret.name),
             )
         )
     if status.stuck:
@@ -202,7 +186,7 @@ def _outcome(status: Status, run: Run) -> int:
                 EXIT_FAILED,
                 f"a rotation is stuck (version {pending.version_id} pending since "
                 f"{time_text(pending.created)}); see why in the function's log, then "
-                + run.command("rotate", "--cancel", "--secret-id", secret.arn),
+                + run.cancel_command(secret.arn),
             )
         )
     if status.current.kind == "unreadable":

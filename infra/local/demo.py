@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from cekura_rotator import ledger
 from cekura_rotator.secret_value import fingerprint
-from infra.local.lambda_bridge import FUNCTION_ARN, FakeLambdaContext
+from infra.local.lambda_bridge import FUNCTION_ARN, SCHEDULED_EVENT, FakeLambdaContext
 from infra.local.stack import (
     LocalStack,
     delete_in_dashboard,
@@ -33,14 +33,6 @@ from infra.local.stack import (
 )
 
 ROTATIONS = 3
-# What EventBridge sends the health function on its schedule (HealthCheckSchedule).
-SCHEDULED_EVENT = {
-    "version": "0",
-    "detail-type": "Scheduled Event",
-    "source": "aws.events",
-    "resources": ["arn:aws:events:us-east-1:123456789012:rule/cekura-rotator-health-check"],
-    "detail": {},
-}
 # The health function's own variables, as the template sets them (besides all of the rotator's).
 HEALTH_ENV = {"ROTATION_FUNCTION_ARN": FUNCTION_ARN, "HEALTH_CURSOR_PARAMETER": ""}
 
@@ -161,7 +153,7 @@ def run_admin_mode() -> int:
 def _health_check(stack: LocalStack, title: str) -> tuple[dict[str, Any], str]:
     """One scheduled run of the health function (in this process, like the rotation function),
     reported; returns its answer, and what it and any rotation it started logged."""
-    from cekura_rotator import health
+    from cekura_rotator.health import handler as health
 
     context = FakeLambdaContext(function_name="cekura-rotator-health", timeout_seconds=300)
     with patched_environ(HEALTH_ENV):

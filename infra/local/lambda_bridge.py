@@ -24,6 +24,18 @@ FUNCTION_NAME = "cekura-rotator"
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{FUNCTION_NAME}"
+# What EventBridge sends the health function on its schedule (HealthCheckSchedule).
+SCHEDULED_EVENT: dict[str, Any] = {
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": ACCOUNT_ID,
+    "time": "2026-12-05T12:00:00Z",
+    "region": REGION,
+    "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/cekura-rotator-health-check"],
+    "detail": {},
+}
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

@@ -243,13 +243,8 @@ class CekuraClient:
         too, which `validate` ignores. Raises on a refusal (401, 403) or a failure."""
         auth = as_credential(credential)
         params = {"project_id": str(project_id)}
-        reply = self._send(_Call("GET", PROJECTS_PATH, auth, params=params), _READ, deadline)
-        if reply.status != 200:
-            self._raise_for(reply, "the project listing", auth)
-        body = reply.json()
-        items = body.get("results", body) if isinstance(body, dict) else body
-        if not isinstance(items, list):
-            raise CekuraProtocolError("Cekura's project list is not a JSON array", status=200)
+        call = _Call("GET", PROJECTS_PATH, auth, params=params)
+        items = self._list(call, "the project listing", "project", deadline)
         return any(isinstance(item, dict) and item.get("id") == project_id for item in items)
 
     def delete_key(
@@ -269,14 +264,19 @@ class CekuraClient:
     ) -> list[KeyInfo]:
         """The keys this credential may see."""
         auth = as_credential(credential)
-        reply = self._send(_Call("GET", KEYS_PATH, auth), _READ, deadline)
+        items = self._list(_Call("GET", KEYS_PATH, auth), "key listing", "key", deadline)
+        return [_key_info(item) for item in items]
+
+    def _list(self, call: _Call, what: str, noun: str, deadline: float | None) -> list[Any]:
+        """A list endpoint's items: its JSON array, or the `results` of a page of one."""
+        reply = self._send(call, _READ, deadline)
         if reply.status != 200:
-            self._raise_for(reply, "key listing", auth)
+            self._raise_for(reply, what, call.credential)
         body = reply.json()
         items = body.get("results", body) if isinstance(body, dict) else body
         if not isinstance(items, list):
-            raise CekuraProtocolError("Cekura's key list is not a JSON array", status=200)
-        return [_key_info(item) for item in items]
+            raise CekuraProtocolError(f"Cekura's {noun} list is not a JSON array", status=200)
+        return items
 
     def _send(self, call: _Call, policy: _RetryPolicy, deadline: float | None) -> _Reply:
         started = self._clock()

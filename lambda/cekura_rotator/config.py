@@ -48,10 +48,10 @@ class Config:
             default_project_id=_project_id(env.get("CEKURA_PROJECT_ID", "")),
             revocation_policy=_policy(env.get("REVOCATION_POLICY", "") or "grace"),
             key_name_prefix=_prefix(env.get("CEKURA_KEY_NAME_PREFIX", "") or "rotator"),
-            connect_timeout=_seconds(env, "CEKURA_CONNECT_TIMEOUT", 5.0, upper=60),
-            read_timeout=_seconds(env, "CEKURA_READ_TIMEOUT", 15.0, upper=300),
-            validate_max_wait=_seconds(env, "CEKURA_VALIDATE_MAX_WAIT", 30.0, upper=600),
-            retry_after_cap=_seconds(env, "CEKURA_RETRY_AFTER_CAP", 20.0, upper=600),
+            connect_timeout=positive_number(env, "CEKURA_CONNECT_TIMEOUT", 5.0, upper=60),
+            read_timeout=positive_number(env, "CEKURA_READ_TIMEOUT", 15.0, upper=300),
+            validate_max_wait=positive_number(env, "CEKURA_VALIDATE_MAX_WAIT", 30.0, upper=600),
+            retry_after_cap=positive_number(env, "CEKURA_RETRY_AFTER_CAP", 20.0, upper=600),
             admin_secret_arn=_arn(
                 env.get("CEKURA_ADMIN_SECRET_ARN", ""), "CEKURA_ADMIN_SECRET_ARN"
             ),
@@ -142,14 +142,17 @@ def _prefix(raw: str) -> str:
     return text
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, *, upper: float) -> float:
+def positive_number(
+    env: Mapping[str, str], name: str, default: float, *, upper: float, unit: str = "seconds"
+) -> float:
+    """The variable `name` as a number more than 0 and at most `upper`; `default` when unset."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a number of {unit}, got {raw!r}") from None
     if not math.isfinite(value) or not (0 < value <= upper):
-        raise ConfigError(f"{name} must be more than 0 and at most {upper:g} seconds")
+        raise ConfigError(f"{name} must be more than 0 and at most {upper:g} {unit}")
     return value

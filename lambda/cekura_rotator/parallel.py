@@ -1,13 +1,15 @@
-"""Independent calls of one step, side by side: on a real network a step mostly waits."""
+"""Work side by side: on a real network a step, or a health check's secret, mostly waits."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from threading import Lock
 from typing import TypeVar, cast
 
 _T = TypeVar("_T")
 _U = TypeVar("_U")
+_R = TypeVar("_R")
 
 
 class Calls:
@@ -33,3 +35,45 @@ class Calls:
         """Both results."""
         one, two = self.run(first, second)
         return cast(_T, one), cast(_U, two)
+
+
+def begun_in_order(
+    items: Sequence[_T],
+    work: Callable[[_T], _R],
+    stop: Callable[[], bool],
+    *,
+    workers: int,
+    thread_name_prefix: str,
+) -> list[_R | None]:
+    """`work` on each item, begun in order (side by side with `workers` > 1), none begun
+    once `stop()`; the results in order, None for items never begun."""
+    results: list[_R | None] = [None] * len(items)
+    if workers == 1 or len(items) <= 1:
+        for i, item in enumerate(items):
+            if stop():
+                break
+            results[i] = work(item)
+        return results
+    lock = Lock()
+    begun = 0
+    stopped = False
+
+    def worker() -> None:
+        nonlocal begun, stopped
+        while True:
+            with lock:
+                i = begun
+                if stopped or i >= len(items):
+                    return
+                if stop():
+                    stopped = True
+                    return
+                begun += 1
+            results[i] = work(items[i])
+
+    threads = min(workers, len(items))
+    with ThreadPoolExecutor(threads, thread_name_prefix) as pool:
+        futures = [pool.submit(worker) for _ in range(threads)]
+    for future in futures:
+        future.result()
+    return results

@@ -6,7 +6,8 @@ and bytecode that Lambda's python3.13 uses as shipped. Then a separate interpret
 handler from the build output (with only the packaged dependencies, and an AWS SDK placed after
 them as the Lambda runtime places its own) and rotates a secret on moto server and the fake.
 
-Nothing here imports cekura_rotator.health: that module is written on its own branch (issue 15).
+The health function ships the same files (checked below), its Handler's package among them; only
+the rotation is run here.
 """
 
 from __future__ import annotations
@@ -196,8 +197,12 @@ def test_plain_sam_build_ships_dependencies_code_and_bytecode(
         assert name in installed, f"{name} is not in the package"
     assert {"httpx", "aws_lambda_powertools", "tenacity", "cekura_rotator"} <= top_level
     assert not {"boto3", "botocore", "bin"} & top_level
-    # ... the function's package, without the operator CLI or development leftovers
+    # ... the function's package, with the module its Handler names (a module file, or a
+    # package such as cekura_rotator.health), without the operator CLI or development leftovers
     assert (root / "cekura_rotator" / "handler.py").is_file()
+    handler = function_properties(load_template(sam_build.template), function_id)["Handler"]
+    module = root.joinpath(*handler.rsplit(".", 1)[0].split("."))
+    assert module.with_suffix(".py").is_file() or (module / "__init__.py").is_file(), handler
     assert "cekura_rotator_cli" not in top_level
     assert not (root / "cekura_rotator" / "cli.py").exists()
     assert not {"tests", ".venv", "venv", ".pytest_cache", ".mypy_cache", "lambda"} & top_level

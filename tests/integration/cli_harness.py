@@ -1,4 +1,5 @@
-"""Shared by the CLI tests: one local stack per module, the CLI run in-process, seeded secrets.
+"""Shared by the CLI tests: the CLI run in-process, seeded secrets, and what they check (the
+fixtures, one local stack per module, are in conftest.py).
 
 RotateSecret reaches the real handler through the bridge, so every rotation, check and
 bootstrap runs the real rotation steps against moto server and the fake Cekura over HTTP.
@@ -8,48 +9,30 @@ from __future__ import annotations
 
 import io
 import json
-import logging
+import socket
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
-import pytest
 
-from cekura_rotator import handler
-from cekura_rotator.observability import logger
 from cekura_rotator_cli.app import main
 from infra.local.fake_cekura import KEY_PREFIX, SESSION_PREFIX, IssuedKey
 from infra.local.lambda_bridge import FUNCTION_NAME, REGION
-from infra.local.stack import LocalStack, enable_rotation, local_stack, secret_json
+from infra.local.stack import (
+    FUNCTION_ARN,
+    AdminKind,
+    LocalStack,
+    delete_in_dashboard,
+    enable_rotation,
+    secret_json,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
 FAST = ["--poll-interval", "0.05"]
 LOG_GROUP = f"/aws/lambda/{FUNCTION_NAME}"
-
-
-@pytest.fixture(scope="module")
-def shared_stack() -> Iterator[LocalStack]:
-    # Starting moto server costs about a second: one per module, each test on its own secret.
-    with local_stack(mode="spec") as stack:
-        yield stack
-
-
-@pytest.fixture
-def stack(shared_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
-    # The autouse fixture in conftest clears the endpoint variables before every test; the
-    # in-process handler needs them back to reach moto server rather than AWS.
-    for name, value in shared_stack.handler_env(CEKURA_VALIDATE_MAX_WAIT="0.2").items():
-        monkeypatch.setenv(name, value)
-    handler.rotator.cache_clear()
-    yield shared_stack
-    shared_stack.fake.clear_faults()
-    shared_stack.fake.mode = "spec"
-    set_function_environment(shared_stack, {})
-    handler.rotator.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -95,57 +78,49 @@ def seed(stack: LocalStack, **extra: Any) -> Seeded:
     return Seeded(arn, name, project, issued)
 
 
-class _ShipToCloudWatch(logging.Handler):
-    """What Lambda does with the function's output: each record becomes a log event."""
-
-    def __init__(self, moto_url: str):
-        super().__init__()
-        self.setFormatter(logger.registered_formatter)
-        self._logs = boto3.client("logs", region_name="us-east-1", endpoint_url=moto_url)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._logs.put_log_events(
-            logGroupName=LOG_GROUP,
-            logStreamName="local",
-            logEvents=[{"timestamp": int(record.created * 1000), "message": self.format(record)}],
-        )
-
-
-@pytest.fixture
-def function_log(stack: LocalStack) -> Iterator[None]:
-    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=stack.moto_url)
-    logs.create_log_group(logGroupName=LOG_GROUP)
-    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="local")
-    shipper = _ShipToCloudWatch(stack.moto_url)
-    logger.addHandler(shipper)
-    try:
-        yield
-    finally:
-        logger._logger.removeHandler(shipper)
-        # Later tests must again see a function whose log cannot be read.
-        logs.delete_log_group(logGroupName=LOG_GROUP)
-
-
-@pytest.fixture
-def allow_admin(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
-    """Deploy the function with AdminSecretArns=ARN: its environment, as the template sets it."""
-
-    def allow(arn: str) -> None:
-        variables = {
-            "CEKURA_ADMIN_SECRET_ARN": arn,
-            "CEKURA_ALLOWED_ADMIN_SECRET_ARNS": arn,
-            "CEKURA_API_URL": stack.fake.url,
-        }
-        for name, value in variables.items():
-            monkeypatch.setenv(name, value)
-        handler.rotator.cache_clear()
-        set_function_environment(stack, variables)
-
-    return allow
-
-
 def lambda_client(stack: LocalStack) -> Any:
     return boto3.client("lambda", region_name=REGION, endpoint_url=stack.moto_url)
+
+
+def kill(stack: LocalStack, seeded: Seeded) -> str:
+    """Delete the key the secret was seeded with (its current key until it rotates) at Cekura,
+    as a person in the dashboard would; returns their session (for scanning outputs)."""
+    session = delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
+    assert not stack.fake.is_live(seeded.key.key)
+    return session
+
+
+def admin_secret(
+    stack: LocalStack,
+    project: int,
+    kind: AdminKind = "api_key",
+    *,
+    projects: list[int] | None = None,
+) -> tuple[str, str]:
+    """An admin secret for the project's organization: (its ARN, the credential in it)."""
+    admin = stack.create_admin_secret(kind, project_id=project, projects=projects)
+    return admin.arn, admin.credential
+
+
+def bootstrap_argv(
+    name: str,
+    project: int,
+    function_arn: str = FUNCTION_ARN,
+    *,
+    admin_secret_arn: str | None = None,
+) -> list[str]:
+    argv = [
+        "bootstrap", "--secret-name", name, "--project-id", str(project),
+        "--function-arn", function_arn,
+    ]  # fmt: skip
+    return argv + (["--admin-secret-arn", admin_secret_arn] if admin_secret_arn else [])
+
+
+def dead_port() -> int:
+    """A local port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def set_function_environment(stack: LocalStack, variables: dict[str, str]) -> None:

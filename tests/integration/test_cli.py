@@ -10,7 +10,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -33,17 +32,13 @@ from tests.integration.cli_harness import (
     assert_one_line,
     cli,
     current_value,
-    function_log,
+    dead_port,
     rotate,
     seed,
-    shared_stack,
-    stack,
     stages,
     stored_string,
     version_with,
 )
-
-__all__ = ["function_log", "shared_stack", "stack"]  # fixtures, used by name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -640,9 +635,7 @@ def test_an_invalid_cekura_url_is_a_usage_error(stack: LocalStack) -> None:
 
 def test_unreachable_aws_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given an endpoint nobody listens on, and no retries
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = dead_port()
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     out, err = io.StringIO(), io.StringIO()
 

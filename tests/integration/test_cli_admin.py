@@ -11,72 +11,32 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Literal
 
 import pytest
 
 from cekura_rotator.cekura import Credential
 from cekura_rotator.secret_value import fingerprint
-from infra.local.stack import FUNCTION_ARN, LocalStack, delete_in_dashboard
+from infra.local.stack import AdminKind, LocalStack, delete_in_dashboard
 from tests.integration.cli_harness import (
     FAST,
-    Seeded,
-    allow_admin,
+    admin_secret,
     assert_no_key_material,
     assert_one_line,
+    bootstrap_argv,
     cli,
     current_value,
+    kill,
     seed,
     set_function_environment,
-    shared_stack,
-    stack,
     version_with,
 )
-
-__all__ = ["allow_admin", "shared_stack", "stack"]  # fixtures, used by name
-
-Kind = Literal["api_key", "bearer_token"]
-
-
-def admin_secret(
-    stack: LocalStack, project: int, kind: Kind, *, projects: list[int] | None = None
-) -> tuple[str, str]:
-    """An admin secret for the project's organization: (its ARN, the credential in it)."""
-    if kind == "bearer_token":
-        credential = stack.fake.issue_session(project)
-    else:
-        credential = stack.fake.issue_key(project, name="admin", kind="admin").key
-    value: dict[str, object] = {kind: credential}
-    if projects is not None:
-        value["projects"] = projects
-    arn = stack.client().create_secret(
-        Name=f"cekura/admin-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(value)
-    )["ARN"]
-    return arn, credential
-
-
-def bootstrap_argv(name: str, project: int, arn: str) -> list[str]:
-    return [
-        "bootstrap",
-        "--secret-name", name,
-        "--project-id", str(project),
-        "--function-arn", FUNCTION_ARN,
-        "--admin-secret-arn", arn,
-    ]  # fmt: skip
-
-
-def kill(stack: LocalStack, seeded: Seeded) -> None:
-    """Delete the secret's current key at Cekura, as a person in the dashboard would."""
-    delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
-    assert not stack.fake.is_live(seeded.key.key)
-
 
 # -- bootstrap ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["api_key", "bearer_token"])
 def test_bootstrap_mints_the_first_key_with_the_admin_credential(
-    stack: LocalStack, allow_admin: Callable[[str], None], kind: Kind
+    stack: LocalStack, allow_admin: Callable[[str], None], kind: AdminKind
 ) -> None:
     # Given a project and an admin secret the function may use; no key is pasted
     project = stack.fake.create_project(f"boot-admin-{kind}", organization="Acme")
@@ -86,7 +46,7 @@ def test_bootstrap_mints_the_first_key_with_the_admin_credential(
     before = {k.id for k in stack.fake.all_keys()}
 
     # When bootstrap runs with --admin-secret-arn
-    result = cli(stack, *bootstrap_argv(name, project, arn))
+    result = cli(stack, *bootstrap_argv(name, project, admin_secret_arn=arn))
 
     # Then one key was minted for the project, stored with its id, name, creation time and the
     # admin secret's ARN, and rotation attached (the function's testSecret passed with it)
@@ -118,7 +78,7 @@ def test_bootstrap_refuses_a_project_outside_the_admin_secrets_projects(
     stack.fake.reset_requests()
 
     # When bootstrap is asked to mint for the project
-    result = cli(stack, *bootstrap_argv(name, project, arn))
+    result = cli(stack, *bootstrap_argv(name, project, admin_secret_arn=arn))
 
     # Then it refuses before calling Cekura, and nothing exists
     assert result.code == 2
@@ -148,7 +108,7 @@ def test_bootstrap_with_a_bad_admin_secret_creates_nothing(
     stack.fake.reset_requests()
 
     # When bootstrap names it
-    result = cli(stack, *bootstrap_argv(name, project, arn))
+    result = cli(stack, *bootstrap_argv(name, project, admin_secret_arn=arn))
 
     # Then a usage error names the admin secret and what is wrong, and nothing was created
     assert result.code == 2
@@ -167,7 +127,7 @@ def test_bootstrap_refuses_a_pasted_key_together_with_an_admin_secret(stack: Loc
     name = f"cekura/{uuid.uuid4().hex[:8]}"
 
     # When both are given
-    result = cli(stack, *bootstrap_argv(name, project, arn), stdin=key)
+    result = cli(stack, *bootstrap_argv(name, project, admin_secret_arn=arn), stdin=key)
 
     # Then it is a usage error, the key is not echoed, nothing is created
     assert result.code == 2
@@ -181,14 +141,14 @@ def test_bootstrap_refuses_a_pasted_key_together_with_an_admin_secret(stack: Loc
 
 @pytest.mark.parametrize("kind", ["api_key", "bearer_token"])
 def test_status_shows_the_admin_secret_its_fingerprint_and_cekuras_verdict(
-    stack: LocalStack, allow_admin: Callable[[str], None], kind: Kind
+    stack: LocalStack, allow_admin: Callable[[str], None], kind: AdminKind
 ) -> None:
     # Given a secret that names an admin secret the function allows
     project = stack.fake.create_project(f"status-admin-{kind}", organization="Acme")
     arn, credential = admin_secret(stack, project, kind)
     allow_admin(arn)
     name = f"cekura/{uuid.uuid4().hex[:8]}"
-    assert cli(stack, *bootstrap_argv(name, project, arn)).code == 0
+    assert cli(stack, *bootstrap_argv(name, project, admin_secret_arn=arn)).code == 0
 
     # When status runs
     text = cli(stack, "status", "--secret-id", name)
@@ -244,7 +204,7 @@ def test_status_shows_the_functions_default_admin_secret_and_a_rejected_credenti
 
 @pytest.mark.parametrize("kind", ["api_key", "bearer_token"])
 def test_rotate_wait_recovers_a_dead_key_with_an_admin_credential(
-    stack: LocalStack, allow_admin: Callable[[str], None], kind: Kind
+    stack: LocalStack, allow_admin: Callable[[str], None], kind: AdminKind
 ) -> None:
     # Given a secret whose current key was deleted at Cekura, and an admin credential configured
     seeded = seed(stack)

@@ -8,26 +8,21 @@ import io
 import json
 import uuid
 import zipfile
+from collections.abc import Callable
 
 import boto3
-import pytest
 
-from cekura_rotator import handler
 from infra.local.lambda_bridge import FUNCTION_NAME, REGION
-from infra.local.stack import FUNCTION_ARN, LocalStack, delete_in_dashboard, enable_rotation
+from infra.local.stack import FUNCTION_ARN, AdminSecret, LocalStack, enable_rotation
 from tests.integration.cli_harness import (
     Seeded,
     assert_no_key_material,
     cli,
     current_value,
+    kill,
     lambda_client,
     seed,
-    set_function_environment,
-    shared_stack,
-    stack,
 )
-
-__all__ = ["shared_stack", "stack"]  # fixtures, used by name
 
 
 def rotator_function(stack: LocalStack) -> str:
@@ -56,10 +51,6 @@ def fleet(stack: LocalStack, function_arn: str, count: int) -> list[Seeded]:
     for secret in secrets:
         enable_rotation(stack.client(), secret.arn, function_arn=function_arn)
     return secrets
-
-
-def kill(stack: LocalStack, seeded: Seeded) -> str:
-    return delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
 
 
 def test_fleet_status_shows_one_row_per_secret_of_the_function(stack: LocalStack) -> None:
@@ -138,15 +129,22 @@ def test_health_reports_a_dead_key_and_changes_nothing_without_fix(stack: LocalS
     assert_no_key_material(stack, result.text, extra=(session,))
 
 
-def test_health_without_fix_says_it_would_heal_and_heals_nothing(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a dead key, and the function deployed with an admin credential that could heal it
+def dead_key_with_admin(
+    stack: LocalStack, allow_admin: Callable[[str], None]
+) -> tuple[Seeded, AdminSecret, str]:
+    """A secret whose key was deleted in the dashboard, and the function deployed with an admin
+    credential for its project: the secret, the admin secret, the dashboard session."""
     seeded = seed(stack)
     admin = stack.create_admin_secret("bearer_token", project_id=seeded.project)
-    variables = {**admin.env(), "CEKURA_API_URL": stack.fake.url}
-    set_function_environment(stack, variables)
-    session = kill(stack, seeded)
+    allow_admin(admin.arn)
+    return seeded, admin, kill(stack, seeded)
+
+
+def test_health_without_fix_says_it_would_heal_and_heals_nothing(
+    stack: LocalStack, allow_admin: Callable[[str], None]
+) -> None:
+    # Given a dead key, and the function deployed with an admin credential that could heal it
+    seeded, admin, session = dead_key_with_admin(stack, allow_admin)
     before = current_value(stack.client(), seeded.arn)
 
     # When health runs without --fix
@@ -160,17 +158,10 @@ def test_health_without_fix_says_it_would_heal_and_heals_nothing(
 
 
 def test_health_fix_heals_a_dead_key_with_the_admin_credential(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+    stack: LocalStack, allow_admin: Callable[[str], None]
 ) -> None:
     # Given a dead key, and the function deployed with an admin credential
-    seeded = seed(stack)
-    admin = stack.create_admin_secret("bearer_token", project_id=seeded.project)
-    variables = {**admin.env(), "CEKURA_API_URL": stack.fake.url}
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    handler.rotator.cache_clear()
-    set_function_environment(stack, variables)
-    session = kill(stack, seeded)
+    seeded, admin, session = dead_key_with_admin(stack, allow_admin)
 
     # When health runs with --fix, as JSON
     result = cli(stack, "health", "--secret-id", seeded.arn, "--fix", "--output", "json")

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,19 +32,17 @@ from infra.local.stack import (
     DUMMY_CREDENTIALS,
     FUNCTION_ARN,
     LocalStack,
-    delete_in_dashboard,
 )
 from tests.integration.cli_harness import (
     Seeded,
     assert_no_key_material,
+    dead_port,
+    kill,
     seed,
-    shared_stack,
-    stack,
 )
 
 # One install per run: every test here shares the module's venv, so they share a worker.
 pytestmark = pytest.mark.xdist_group("cli-install")
-__all__ = ["shared_stack", "stack"]  # fixtures, used by name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What `pip install .` reads: the packaging metadata, the files it names, the two packages.
@@ -254,7 +251,7 @@ def test_status_into_head_keeps_its_exit_code(installed: Installed, stand: Local
     # Given a healthy secret and one whose key was deleted in the dashboard
     healthy = seed(stand)
     dead = seed(stand)
-    delete_in_dashboard(stand.fake, dead.key.id, project_id=dead.project)
+    kill(stand, dead)
     script = (
         '"$CLI" --endpoint-url "$MOTO" status --secret-id "$SECRET" | head -3; '
         'echo "exit=${PIPESTATUS[0]}" >&2'
@@ -321,21 +318,29 @@ def _stalled_rotation(
     return seeded, proc, _Lines(proc.stdout), _Lines(proc.stderr)
 
 
+def _signal_once_started(
+    stand: LocalStack, proc: subprocess.Popen[str], err: _Lines, signum: signal.Signals
+) -> None:
+    """Send `signum` once the rotation has started and wait for the command to end; whatever
+    happens, no process and no fault are left behind for the next test."""
+    try:
+        err.wait_for("started: new version")
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        stand.fake.clear_faults()
+
+
 @pytest.mark.slow
 def test_ctrl_c_says_the_rotation_goes_on_and_json_still_gets_a_document(
     installed: Installed, stand: LocalStack
 ) -> None:
     # Given `rotate --wait --output json` following a rotation that will not finish
     seeded, proc, out, err = _stalled_rotation(installed, stand, "--timeout", "120")
-    try:
-        err.wait_for("started: new version")
 
-        # When the operator presses Ctrl-C
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-        stand.fake.clear_faults()
+    # When the operator presses Ctrl-C
+    _signal_once_started(stand, proc, err, signal.SIGINT)
     errors = err.text()
 
     # Then it exits 130; stderr says the rotation goes on in Secrets Manager and how to follow
@@ -358,15 +363,9 @@ def test_ctrl_c_says_the_rotation_goes_on_and_json_still_gets_a_document(
 def test_a_terminal_gone_does_not_stop_the_command(installed: Installed, stand: LocalStack) -> None:
     # Given `rotate --wait` following a rotation that will not finish, with a short timeout
     _, proc, out, err = _stalled_rotation(installed, stand, "--timeout", "3")
-    try:
-        err.wait_for("started: new version")
 
-        # When its terminal goes away (SIGHUP, as when an SSH session drops)
-        proc.send_signal(signal.SIGHUP)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-        stand.fake.clear_faults()
+    # When its terminal goes away (SIGHUP, as when an SSH session drops)
+    _signal_once_started(stand, proc, err, signal.SIGHUP)
 
     # Then it is not killed: it finishes its wait and exits with the code its work earned
     # (1: the rotation failed); its output, sent to pipes rather than the terminal, goes on
@@ -381,9 +380,7 @@ def test_cekura_unreachable_exits_3_and_names_the_host(
 ) -> None:
     # Given a secret, and a Cekura URL nobody listens on
     seeded = seed(stand)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    url = f"http://127.0.0.1:{dead_port()}"
 
     # When status runs
     result = installed.run(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,37 +29,24 @@ from tests.integration.cli_harness import (
     LOG_GROUP,
     Result,
     Seeded,
-    allow_admin,
+    admin_secret,
     assert_no_key_material,
     assert_one_line,
+    bootstrap_argv,
     cli,
     current_value,
-    function_log,
+    dead_port,
+    kill,
     lambda_client,
     rotate,
     seed,
     set_function_environment,
-    shared_stack,
-    stack,
     stages,
     stored_string,
     version_with,
 )
 
-__all__ = ["allow_admin", "function_log", "shared_stack", "stack"]  # fixtures, used by name
-
 WHERE = "region us-east-1, account 123456789012"
-
-
-def dead_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def kill(stack: LocalStack, seeded: Seeded) -> None:
-    """Delete the secret's current key at Cekura, as a person in the dashboard would."""
-    delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
 
 
 def malformed(stack: LocalStack) -> Seeded:
@@ -68,15 +54,6 @@ def malformed(stack: LocalStack) -> Seeded:
     seeded = seed(stack)
     stack.client().put_secret_value(SecretId=seeded.arn, SecretString='{"apikey": "oops"}')
     return seeded
-
-
-def admin_secret(stack: LocalStack, project: int) -> tuple[str, str]:
-    credential = stack.fake.issue_key(project, name="admin", kind="admin").key
-    arn = stack.client().create_secret(
-        Name=f"cekura/admin-{uuid.uuid4().hex[:8]}",
-        SecretString=json.dumps({"api_key": credential}),
-    )["ARN"]
-    return arn, credential
 
 
 # -- one exit-code table -----------------------------------------------------------------------
@@ -273,13 +250,6 @@ def test_rotate_wait_with_an_unreadable_log_and_configuration_stops_and_says_so(
 
 
 # -- bootstrap checks first --------------------------------------------------------------------
-
-
-def bootstrap_argv(name: str, project: int, function_arn: str = FUNCTION_ARN) -> list[str]:
-    return [
-        "bootstrap", "--secret-name", name, "--project-id", str(project),
-        "--function-arn", function_arn,
-    ]  # fmt: skip
 
 
 def secret_names(stack: LocalStack) -> list[str]:

@@ -15,21 +15,18 @@ import pytest
 from cekura_rotator import handler, ledger
 from cekura_rotator.secret_value import fingerprint
 from infra.local.fake_cekura import Fault
-from infra.local.stack import LocalStack, delete_in_dashboard
+from infra.local.stack import LocalStack
 from tests.integration.cli_harness import (
     Seeded,
     assert_no_key_material,
     assert_one_line,
     cli,
+    kill,
     rotate,
     seed,
-    shared_stack,
-    stack,
     stages,
     version_with,
 )
-
-__all__ = ["shared_stack", "stack"]  # fixtures, used by name
 
 
 def entry_of(stack: LocalStack, arn: str, version_id: str) -> ledger.Entry | None:
@@ -182,7 +179,7 @@ def test_clear_refuses_while_cekura_still_accepts_the_key(stack: LocalStack) -> 
 def test_clear_removes_the_entry_once_the_key_is_deleted(stack: LocalStack, by: str) -> None:
     # Given a key awaiting manual deletion, which the operator then deleted in the dashboard
     seeded, first = refused(stack)
-    session = delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
+    session = kill(stack, seeded)
     selector = ["--version-id", first] if by == "version" else ["--key-id", str(seeded.key.id)]
     before = stages(stack.client(), seeded.arn)
 
@@ -243,7 +240,7 @@ def test_clear_of_an_unreadable_version_needs_force_and_warns(stack: LocalStack)
 def test_clear_while_cekura_is_down_keeps_the_record_and_exits_3(stack: LocalStack) -> None:
     # Given a key awaiting manual deletion, deleted in the dashboard, and Cekura then failing
     seeded, first = refused(stack)
-    delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
+    kill(stack, seeded)
     stack.fake.inject("validate", Fault(status=500, times=5))
     before = stages(stack.client(), seeded.arn)
 
@@ -297,7 +294,7 @@ def test_an_owed_entry_whose_key_is_gone_is_cleared_by_hand(
     entry = entry_of(stack, seeded.arn, first)
     assert entry is not None
     assert entry.state == ledger.State.OWED
-    delete_in_dashboard(stack.fake, seeded.key.id, project_id=seeded.project)
+    kill(stack, seeded)
 
     # When the operator clears it by hand
     result = cli(stack, "revocations", "clear", "--secret-id", seeded.arn, "--version-id", first)

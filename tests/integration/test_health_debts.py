@@ -3,28 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import pytest
-
 from cekura_rotator import ledger
-from infra.local.fake_cekura import FakeCekura, Fault
+from infra.local.fake_cekura import Fault
 from tests.conftest import LogCapture, World
-from tests.integration.test_health import Fleet, by_arn, fail_reads, records
+from tests.integration.health_fleet import Fleet, by_arn, fail_reads, records
 
 if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager import SecretsManagerClient
-
-
-@pytest.fixture
-def fleet(
-    sm: SecretsManagerClient,
-    fake: FakeCekura,
-    make_world: Callable[..., World],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Fleet:
-    return Fleet(sm, fake, make_world, monkeypatch)
+    pass
 
 
 def manual_debts(fleet: Fleet) -> tuple[World, dict[int, ledger.Entry]]:

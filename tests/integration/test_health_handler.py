@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
 
-from cekura_rotator import health
 from cekura_rotator.errors import ConfigError, EventError
-from infra.local.fake_cekura import FakeCekura
-from infra.local.lambda_bridge import FUNCTION_ARN, REGION, FakeLambdaContext
-from tests.conftest import LogCapture, World
-from tests.integration.test_health import Fleet, bulk
-
-if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager import SecretsManagerClient
+from cekura_rotator.health import handler as health
+from infra.local.lambda_bridge import FUNCTION_ARN, REGION, SCHEDULED_EVENT, FakeLambdaContext
+from tests.conftest import LogCapture
+from tests.integration.health_fleet import Fleet, ReadClock, bulk
 
 CURSOR = "/cekura-rotator/health-cursor"
-SCHEDULED: dict[str, Any] = {
-    "version": "0",
-    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-    "detail-type": "Scheduled Event",
-    "source": "aws.events",
-    "account": "123456789012",
-    "time": "2026-12-05T12:00:00Z",
-    "region": REGION,
-    "resources": ["arn:aws:events:us-east-1:123456789012:rule/cekura-rotator-health"],
-    "detail": {},
-}
 METRICS = (
     "CurrentKeyRejected",
     "RotationsStuck",
@@ -45,16 +29,11 @@ METRICS = (
 )
 
 
-@pytest.fixture
-def fleet(
-    sm: SecretsManagerClient,
-    fake: FakeCekura,
-    make_world: Callable[..., World],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Fleet]:
-    """A fleet, and the health function configured for it as the template would."""
+@pytest.fixture(autouse=True)
+def deployed(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The health function configured for the fleet as the template would."""
     for name, value in {
-        "CEKURA_API_URL": fake.url,
+        "CEKURA_API_URL": fleet.fake.url,
         "ROTATION_FUNCTION_ARN": FUNCTION_ARN,
         "HEALTH_CURSOR_PARAMETER": CURSOR,
     }.items():
@@ -63,7 +42,7 @@ def fleet(
     built = health.health_check  # a test may replace it
     built.cache_clear()
     health._ssm.cache_clear()
-    yield Fleet(sm, fake, make_world, monkeypatch)
+    yield
     built.cache_clear()
     health._ssm.cache_clear()
 
@@ -100,7 +79,7 @@ def test_scheduled_event_returns_the_summary_and_flushes_every_metric(
     fleet.kill(dead)
     capsys.readouterr()
     # When the scheduled event arrives
-    summary = invoke(SCHEDULED)
+    summary = invoke(SCHEDULED_EVENT)
     # Then the answer is the summary, exactly
     assert summary == {
         "checked": 2,
@@ -124,7 +103,7 @@ def test_scheduled_event_returns_the_summary_and_flushes_every_metric(
     # ... the log has the summary, never the raw event, never a key
     (done,) = [json.loads(line) for line in logs.lines if "Health check complete" in line]
     assert (done["checked"], done["rejected"]) == (2, 1)
-    assert SCHEDULED["id"] not in logs.text
+    assert SCHEDULED_EVENT["id"] not in logs.text
     assert healthy.bootstrap_key not in logs.text + out
     # ... and a run that finished leaves the cursor at the beginning
     assert cursor() == "-"
@@ -190,7 +169,7 @@ def test_bad_configuration_is_a_config_error(fleet: Fleet, monkeypatch: pytest.M
     fleet.add(1)
     monkeypatch.setenv("STUCK_ROTATION_HOURS", "soon")
     with pytest.raises(ConfigError, match="STUCK_ROTATION_HOURS"):
-        invoke(SCHEDULED)
+        invoke(SCHEDULED_EVENT)
 
 
 def test_a_run_out_of_time_writes_the_cursor_and_the_next_starts_there(
@@ -199,28 +178,19 @@ def test_a_run_out_of_time_writes_the_cursor_and_the_next_starts_there(
     # Given eight secrets, and a clock that moves 10 s at every read of a current key
     fleet.add(1)
     arns = sorted([*bulk(fleet, 7), fleet.worlds[0].arn])
-    offset = [0.0]
-
-    def clock() -> float:
-        return time.monotonic() + offset[0]
-
-    def tick(**_: Any) -> None:
-        offset[0] += 10.0
-
-    fleet.sm.meta.events.register("before-call.secrets-manager.GetSecretValue", tick)
+    clock = ReadClock(fleet.sm)
     check = fleet.check(clock=clock, cursor_parameter=CURSOR)
     monkeypatch.setattr(health, "health_check", lambda: check)
     # When a scheduled run has 68 s (60 s once the handler's reserve is kept back)
-    first = invoke(SCHEDULED, timeout=68)
+    first = invoke(SCHEDULED_EVENT, timeout=68)
     # Then it stopped cleanly, wrote where the next run starts, and counted what it left
     assert first["unfinished"]
     assert first["checked"] + len(first["unfinished"]) == len(arns)
     assert first["unfinished"] == arns[first["checked"] :]
     assert cursor() == arns[first["checked"] - 1]
     # When the next run has plenty of time
-    offset[0] = 0.0
-    fleet.sm.meta.events.unregister("before-call.secrets-manager.GetSecretValue", tick)
-    second = invoke(SCHEDULED)
+    clock.stop()
+    second = invoke(SCHEDULED_EVENT)
     # Then it checked everything and the cursor is back at the beginning
     assert second["checked"] == len(arns)
     assert cursor() == "-"
@@ -229,6 +199,6 @@ def test_a_run_out_of_time_writes_the_cursor_and_the_next_starts_there(
 def test_an_unreadable_cursor_starts_at_the_beginning(fleet: Fleet, logs: LogCapture) -> None:
     fleet.add(2)
     boto3.client("ssm", region_name=REGION).delete_parameter(Name=CURSOR)
-    summary = invoke(SCHEDULED)
+    summary = invoke(SCHEDULED_EVENT)
     assert summary["checked"] == 2
     assert any("cursor cannot be read" in line for line in logs.lines)

@@ -1,7 +1,7 @@
 """The health check's decisions, free of I/O: what a secret's labels, dates and schedule say.
 
 Everything here takes a snapshot (a secret as ListSecrets shows it, the time now) and returns a
-verdict; `health.py` does the calls. Tested by tables in tests/unit/test_health_checks.py.
+verdict; `check.py` does the calls. Tested by tables in tests/unit/test_health_rules.py.
 """
 
 from __future__ import annotations
@@ -12,15 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cekura_rotator.errors import EventError
 from cekura_rotator.secrets_store import CURRENT, PENDING, SecretDescription, SecretDetails
 
 # Overdue means the schedule missed by more than this (the rotation window is at most 24 h).
 OVERDUE_SLACK = timedelta(days=1)
 # Fleet rule: with at least this many keys answered, more than half rejected heals nothing.
 SUSPECT_MIN_KEYS = 4
-MAX_SECRET_IDS = 500
-_MAX_ID_CHARS = 2048
 
 _RATE = re.compile(r"rate\(\s*(\d{1,5})\s+(hours?|days?)\s*\)", re.IGNORECASE)
 
@@ -120,50 +117,6 @@ def next_cursor(order: Sequence[str], unfinished: set[str], start_after: str | N
         if arn in unfinished:
             return order[i - 1] if i > 0 else start_after
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class HealthRequest:
-    """A validated health-check event: the whole fleet, or the secrets it names."""
-
-    secret_ids: tuple[str, ...] | None = None
-
-    @property
-    def fleet(self) -> bool:
-        return self.secret_ids is None
-
-    @classmethod
-    def from_event(cls, event: Any) -> HealthRequest:
-        """An EventBridge scheduled event (or `{}`): the fleet. `{"secret_ids": [...]}`: those.
-        Anything else raises EventError saying what is wrong (never echoing a value at length)."""
-        if not isinstance(event, Mapping):
-            raise EventError(f"the event must be a JSON object, not {type(event).__name__}")
-        if "secret_ids" in event:
-            return cls(_secret_ids(event["secret_ids"]))
-        if not event or event.get("source") == "aws.events" or "detail-type" in event:
-            return cls(None)
-        names = ", ".join(sorted(str(k)[:40] for k in event)[:5])
-        raise EventError(
-            'the event is neither a scheduled event nor {"secret_ids": [...]} '
-            f"(it has: {names}); a rotation step event belongs to the rotation function"
-        )
-
-
-def _secret_ids(raw: Any) -> tuple[str, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise EventError("the event's secret_ids must be a non-empty list of secret ARNs or names")
-    if len(raw) > MAX_SECRET_IDS:
-        raise EventError(f"the event's secret_ids may name at most {MAX_SECRET_IDS} secrets")
-    ids = []
-    for item in raw:
-        if not isinstance(item, str) or not 0 < len(item.strip()) <= _MAX_ID_CHARS:
-            shown = item[:64] if isinstance(item, str) else type(item).__name__
-            raise EventError(
-                f"the event's secret_ids holds {shown!r}, not a secret ARN or name",
-                secret_id=item[:_MAX_ID_CHARS] if isinstance(item, str) and item else None,
-            )
-        ids.append(item.strip())
-    return tuple(dict.fromkeys(ids))
 
 
 def _iso(when: datetime) -> str:

@@ -9,8 +9,8 @@ import pytest
 
 from cekura_rotator.errors import ConfigError, EventError
 from cekura_rotator.health import HealthReport, HealthSettings, SecretHealth
-from cekura_rotator.health_checks import (
-    HealthRequest,
+from cekura_rotator.health.event import HealthRequest
+from cekura_rotator.health.rules import (
     heals_suppressed,
     in_cursor_order,
     is_stuck,

@@ -1,43 +1,18 @@
-"""Health-check entry: the fleet's keys and rotations checked between rotations (same two ports).
+"""The checks over the fleet: each secret's current key, pending and overdue rotations and owed
+revocations, then what needs the whole run (proof that Cekura answers normally, the heals).
 
-Run on a schedule (template parameter HealthCheckSchedule, hourly by default), or with
-`{"secret_ids": [...]}`. Every secret whose rotation function is ROTATION_FUNCTION_ARN is found
-with ListSecrets and checked, in ARN order, starting where the last run that ran out of time
-stopped (HEALTH_CURSOR_PARAMETER):
-
-1. the AWSCURRENT key, validated at Cekura as testSecret does (401, or 403: rejected);
-2. stuck: AWSPENDING on a version that is not AWSCURRENT, older than STUCK_ROTATION_HOURS;
-3. overdue: the next rotation AWS reports more than a day past (else the last rotation older
-   than the schedule's interval plus a day);
-4. debts: owed revocations settled; a `CEKURA_MANUAL_` entry cleared once Cekura no longer
-   knows its key (401), kept while it accepts it;
-5. heal: a rejected key is replaced by a rotation (RotateSecret) when the secret has an admin
-   credential and no rotation is in progress (HEAL_DEAD_KEYS).
-
-Cekura is suspected before the keys: a run clears and heals only with proof that Cekura answers
-normally (a key accepted in this run, or the admin credential the heal would use), and heals
-nothing when more than half of at least 4 keys Cekura answered for were rejected.
-
-A healthy secret costs one GetSecretValue and one Cekura call, beyond one ListSecrets page per
-100 secrets. It never writes a secret's value, never revokes a key, and never logs a key.
+The verdicts are `rules`; this module makes the calls, through the two ports.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import os
-import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from threading import Lock
-from typing import Any, Literal, TypeVar
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import Any
 
 from cekura_rotator import ledger
 from cekura_rotator.cekura import CekuraClient
@@ -49,14 +24,11 @@ from cekura_rotator.errors import (
     CekuraError,
     CekuraForbiddenError,
     CekuraTransientError,
-    ConfigError,
-    EventError,
-    RotatorError,
     SecretFormatError,
     SecretsStoreError,
 )
-from cekura_rotator.health_checks import (
-    HealthRequest,
+from cekura_rotator.health.report import CurrentKey, HealthReport, SecretHealth
+from cekura_rotator.health.rules import (
     heals_suppressed,
     in_cursor_order,
     is_stuck,
@@ -66,12 +38,13 @@ from cekura_rotator.health_checks import (
     rotated_by,
     unqualified,
 )
-from cekura_rotator.observability import count, logger, metrics, redactor
+from cekura_rotator.health.settings import HealthSettings
+from cekura_rotator.observability import logger, redactor
+from cekura_rotator.parallel import begun_in_order
 from cekura_rotator.revocation import Proof, Revoker, VersionReader, revocation_credential
 from cekura_rotator.secret_value import SecretValue
 from cekura_rotator.secrets_store import CURRENT, SecretDescription, SecretDetails, SecretsStore
 
-CurrentKey = Literal["accepted", "rejected", "unknown", "unreadable"]
 PROG = "cekura-rotator"
 # Secrets checked side by side: a check mostly waits on the network, and about this many calls
 # in flight already use Cekura's whole rate limit at 20 requests/s (`make bench`).
@@ -81,141 +54,8 @@ CEKURA_DOWN_AFTER = 8
 # Kept back from the end of a run for the writes that follow the checks (heals, deferred clears).
 _FINISH_RESERVE_MAX = 30.0
 _FINISH_RESERVE_SHARE = 0.1
-# Kept back from the Lambda's remaining time for the cursor write and the metrics flush.
-_HANDLER_RESERVE = 8.0
 # A write is begun only with at least this long left before the deadline.
 _WRITE_MARGIN = 2.0
-_MAX_STUCK_HOURS = 24 * 30
-_FUNCTION_ARN = re.compile(
-    r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,140}(:[A-Za-z0-9$_-]+)?"
-)
-_SSM_NAME = re.compile(r"[A-Za-z0-9_.\-/:]{1,2048}")
-_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:\S+")
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
-
-
-@dataclass(frozen=True, slots=True)
-class HealthSettings:
-    """The health check's own environment (it also reads all of the rotator's)."""
-
-    rotation_function_arn: str
-    stuck_hours: float = 4.0
-    heal: bool = True
-    cursor_parameter: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> HealthSettings:
-        """Parse the environment; raise ConfigError naming the first bad variable."""
-        function_arn = env.get("ROTATION_FUNCTION_ARN", "").strip()
-        if not _FUNCTION_ARN.fullmatch(function_arn):
-            raise ConfigError(
-                "ROTATION_FUNCTION_ARN must be the rotation function's ARN "
-                f"(arn:aws:lambda:<region>:<account>:function:<name>), got {function_arn[:120]!r}"
-            )
-        return cls(
-            rotation_function_arn=function_arn,
-            stuck_hours=_hours(env.get("STUCK_ROTATION_HOURS", "")),
-            heal=_flag(env.get("HEAL_DEAD_KEYS", "")),
-            cursor_parameter=_parameter(env.get("HEALTH_CURSOR_PARAMETER", "")),
-        )
-
-
-def _hours(raw: str) -> float:
-    text = raw.strip()
-    if not text:
-        return 4.0
-    try:
-        hours = float(text)
-    except ValueError:
-        raise ConfigError(f"STUCK_ROTATION_HOURS must be a number of hours, got {raw!r}") from None
-    if not math.isfinite(hours) or not 0 < hours <= _MAX_STUCK_HOURS:
-        raise ConfigError(
-            f"STUCK_ROTATION_HOURS must be more than 0 and at most {_MAX_STUCK_HOURS}"
-        )
-    return hours
-
-
-def _flag(raw: str) -> bool:
-    text = raw.strip().lower()
-    if text in {"", "true"}:
-        return True
-    if text == "false":
-        return False
-    raise ConfigError(f"HEAL_DEAD_KEYS must be true or false, got {raw[:40]!r}")
-
-
-def _parameter(raw: str) -> str | None:
-    text = raw.strip()
-    if not text:
-        return None
-    if not _SSM_NAME.fullmatch(text):
-        raise ConfigError(f"HEALTH_CURSOR_PARAMETER is not an SSM parameter name: {text[:120]!r}")
-    return text
-
-
-@dataclass(frozen=True, slots=True)
-class SecretHealth:
-    """One secret as the health check found it (and what it did about it)."""
-
-    arn: str
-    name: str
-    rotation_enabled: bool
-    last_rotated: datetime | None
-    next_rotation: datetime | None
-    current_key: CurrentKey
-    current_key_id: int | None
-    stuck: bool
-    overdue: bool
-    owed: int
-    grace: int
-    manual: int
-    notes: tuple[str, ...]
-    actions: tuple[str, ...]
-
-
-@dataclass
-class HealthReport:
-    """One run: the secrets checked, those left for the next run, and what was done."""
-
-    secrets: list[SecretHealth]
-    unfinished: list[str]
-    healed: list[str]
-    owed_settled: int = 0
-    manual_cleared: int = 0
-    # Secret ids of a `secret_ids` run that are not this rotator's, with why; when any is,
-    # nothing is checked (the Lambda then fails with an EventError naming them).
-    rejected_input: dict[str, str] = field(default_factory=dict)
-    heal_suppressed: bool = False
-    # Where the next scheduled run starts (after this ARN); None: at the beginning.
-    next_start_after: str | None = None
-
-    @property
-    def rejected(self) -> list[str]:
-        """Secrets whose current key Cekura rejected."""
-        return [s.arn for s in self.secrets if s.current_key == "rejected"]
-
-    @property
-    def stuck(self) -> list[str]:
-        return [s.arn for s in self.secrets if s.stuck]
-
-    @property
-    def overdue(self) -> list[str]:
-        return [s.arn for s in self.secrets if s.overdue]
-
-    def summary(self) -> dict[str, Any]:
-        """The Lambda's answer (issue 15)."""
-        return {
-            "checked": len(self.secrets),
-            "rejected": len(self.rejected),
-            "stuck": self.stuck,
-            "overdue": self.overdue,
-            "owed_settled": self.owed_settled,
-            "manual_cleared": self.manual_cleared,
-            "healed": list(self.healed),
-            "unfinished": list(self.unfinished),
-        }
 
 
 @dataclass
@@ -368,7 +208,13 @@ class HealthCheck:
             ]
             targets = in_cursor_order(mine, start_after)
         run = _Run(fix=fix, now=self._now(), deadline=deadline, stop_at=_stop_at(started, deadline))
-        checked = self._in_order(targets, lambda s: self._check(run, s), lambda: self._stop(run))
+        checked = begun_in_order(
+            targets,
+            lambda s: self._check(run, s),
+            lambda: self._stop(run),
+            workers=self._workers,
+            thread_name_prefix="health",
+        )
         if run.cekura_down:
             logger.error(
                 "Cekura gave no verdict on the last checks; the rest is left for the next run",
@@ -837,42 +683,6 @@ class HealthCheck:
     def _time_left(self, run: _Run) -> bool:
         return run.deadline is None or self._clock() + _WRITE_MARGIN < run.deadline
 
-    def _in_order(
-        self, items: Sequence[_T], work: Callable[[_T], _R], stop: Callable[[], bool]
-    ) -> list[_R | None]:
-        """`work` on each item, begun in order (side by side with `workers` > 1), none begun
-        once `stop()`; the results in order, None for items never begun."""
-        results: list[_R | None] = [None] * len(items)
-        if self._workers == 1 or len(items) <= 1:
-            for i, item in enumerate(items):
-                if stop():
-                    break
-                results[i] = work(item)
-            return results
-        lock = Lock()
-        begun = 0
-        stopped = False
-
-        def worker() -> None:
-            nonlocal begun, stopped
-            while True:
-                with lock:
-                    i = begun
-                    if stopped or i >= len(items):
-                        return
-                    if stop():
-                        stopped = True
-                        return
-                    begun += 1
-                results[i] = work(items[i])
-
-        workers = min(self._workers, len(items))
-        with ThreadPoolExecutor(workers, "health") as pool:
-            futures = [pool.submit(worker) for _ in range(workers)]
-        for future in futures:
-            future.result()
-        return results
-
 
 def _stop_at(started: float, deadline: float | None) -> float | None:
     if deadline is None:
@@ -900,133 +710,3 @@ def _key_in(raw: str | bytes | None, config: Config) -> SecretValue | None:
 
 def _iso(when: datetime | None) -> str | None:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
-
-
-# -- the Lambda entry point -------------------------------------------------------------------
-
-
-@functools.cache
-def health_check() -> HealthCheck:
-    """The container's health check: configuration parsed and clients created once."""
-    import boto3
-
-    from cekura_rotator.handler import secretsmanager_config
-
-    config = Config.from_env(os.environ)
-    settings = HealthSettings.from_env(os.environ)
-    store = SecretsStore(boto3.client("secretsmanager", config=secretsmanager_config()))
-    return HealthCheck(
-        config=config, settings=settings, store=store, cekura=CekuraClient.from_config(config)
-    )
-
-
-@functools.cache
-def _ssm() -> Any:
-    """The container's SSM client (for the cursor), created on first use."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    return boto3.client(
-        "ssm",
-        config=BotoConfig(
-            connect_timeout=3,
-            read_timeout=10,
-            retries={"mode": "standard", "total_max_attempts": 3},
-        ),
-    )
-
-
-def read_cursor(name: str) -> str | None:
-    """Where this run starts (after this ARN); None on "-", on nothing, or when unreadable."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        value = str(_ssm().get_parameter(Name=name)["Parameter"]["Value"]).strip()
-    except (BotoCoreError, ClientError) as e:
-        logger.warning(
-            "The health check's cursor cannot be read; starting at the beginning",
-            parameter=name,
-            error=type(e).__name__,
-        )
-        return None
-    if value in {"", "-"}:
-        return None
-    if not _SECRET_ARN.fullmatch(value):
-        logger.warning("The health check's cursor is not a secret ARN; ignored", parameter=name)
-        return None
-    return value
-
-
-def write_cursor(name: str, start_after: str | None) -> None:
-    """Where the next run starts; a failure is logged (the next run then starts over)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        _ssm().put_parameter(Name=name, Value=start_after or "-", Type="String", Overwrite=True)
-    except (BotoCoreError, ClientError) as e:
-        logger.warning(
-            "The health check's cursor cannot be written", parameter=name, error=type(e).__name__
-        )
-
-
-def emit_metrics(report: HealthReport) -> None:
-    """The run's metrics, emitted every run, zeros included: the alarms read them."""
-    count("HealthSecretsChecked", len(report.secrets))
-    count("CurrentKeyRejected", len(report.rejected))
-    count("RotationsStuck", len(report.stuck))
-    count("RotationsOverdue", len(report.overdue))
-    count("FleetRevocationsOwed", sum(s.owed + s.grace for s in report.secrets))
-    count("FleetRevocationsManual", sum(s.manual for s in report.secrets))
-    count("HealthUnfinished", len(report.unfinished))
-    count("HealsStarted", len(report.healed))
-    count("HealSuppressed", 1 if report.heal_suppressed else 0)
-
-
-def _refuse_input(rejected: Mapping[str, str]) -> None:
-    """Raise EventError naming every secret id of the event that is not this rotator's."""
-    if rejected:
-        raise EventError(
-            "secret_ids names secrets this health check does not check (nothing was checked): "
-            + "; ".join(f"{secret_id}: {why}" for secret_id, why in rejected.items()),
-            secret_id=next(iter(rejected)),
-        )
-
-
-@metrics.log_metrics
-@logger.inject_lambda_context(log_event=False, clear_state=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Run the health check the event asks for; return its JSON summary."""
-    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - _HANDLER_RESERVE
-    try:
-        request = HealthRequest.from_event(event)
-        check = health_check()
-        cursor = check.settings.cursor_parameter if request.fleet else None
-        start_after = read_cursor(cursor) if cursor else None
-        report = check.run(request.secret_ids, fix=True, deadline=deadline, start_after=start_after)
-        _refuse_input(report.rejected_input)
-    except RotatorError as e:
-        count("HealthCheckFailed")
-        logger.exception("Health check failed", error_type=type(e).__name__)
-        raise
-    except Exception:
-        count("HealthCheckFailed")
-        logger.exception("Health check failed unexpectedly")
-        raise
-    if cursor and report.next_start_after != start_after:
-        write_cursor(cursor, report.next_start_after)
-    emit_metrics(report)
-    summary = report.summary()
-    logger.info(
-        "Health check complete",
-        checked=summary["checked"],
-        rejected=summary["rejected"],
-        stuck=len(report.stuck),
-        overdue=len(report.overdue),
-        owed_settled=report.owed_settled,
-        manual_cleared=report.manual_cleared,
-        healed=len(report.healed),
-        unfinished=len(report.unfinished),
-        heal_suppressed=report.heal_suppressed,
-        next_start_after=report.next_start_after,
-    )
-    return summary
