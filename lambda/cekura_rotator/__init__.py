@@ -1,3 +1,3 @@
 """Rotates Cekura API keys stored in AWS Secrets Manager."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
