@@ -787,6 +787,12 @@ class Harness:
             return False
         self.people_labels.add(label)
         self._excuse_unheld(before)
+        pinned = next((v for v in self.versions() if v.id == version_id), None)
+        if pinned is not None and pinned.api_key and not self.fake.is_live(pinned.api_key):
+            key_id = self.fake.key_id(pinned.api_key)
+            if key_id is not None:
+                # A key revoked before the application pinned it: no label held it then (9).
+                self.evidence.excused_key_ids.add(key_id)
         return True
 
     def remove_label(self, label: str) -> bool:

@@ -273,6 +273,13 @@ ROWS = [
     ),
     Row("version form, not read: keep", (owed(None),), Do.KEEP, "not read"),
     Row(
+        "version form, manual, its own version unreadable and pinned again: back to owed",
+        (owed(None, state=State.MANUAL), "APP_OTHER"),
+        Do.MARK_OWED,
+        "held again",
+        keys={CUR: CUR_KEY, OLD: UNREADABLE},
+    ),
+    Row(
         "version form, manual, key without id: stays manual",
         (owed(None, state=State.MANUAL),),
         Do.KEEP,

@@ -149,16 +149,22 @@ def plan(snapshot: Snapshot) -> list[Action]:
 
 def _decide(s: Snapshot, entry: Entry) -> Action:  # noqa: PLR0911  (one outcome per rule)
     target = _target(s, entry)
-    if isinstance(target, str):
-        return Action(Do.KEEP, entry, entry.key_id, entry.project, target)
-    if target.fingerprint is None and target.key_id is None:
+    key_id = target.key_id if isinstance(target, HeldKey) else entry.key_id
+    project = target.project if isinstance(target, HeldKey) else entry.project
+    own = _public_labels(s, entry.version_id)
+    empty = isinstance(target, HeldKey) and target.fingerprint is None and target.key_id is None
+    if empty and not own:
         return Action(Do.CLEAR, entry, None, None, "the version holds no key")
-    key_id, project = target.key_id, target.project
-    holder = _holder(s, entry, target)
+    # Its own version labelled is held whether or not its value can be read.
+    holder = f"{own} on version {entry.version_id}" if own else None
+    if holder is None and isinstance(target, HeldKey):
+        holder = _holder(s, entry, target)
     if holder is not None:
         if entry.state is State.MANUAL:
             return Action(Do.MARK_OWED, entry, key_id, project, f"held again by {holder}")
         return Action(Do.KEEP, entry, key_id, project, f"held by {holder}")
+    if not isinstance(target, HeldKey):
+        return Action(Do.KEEP, entry, key_id, project, target)
     if entry.state is State.GRACE:
         return Action(Do.KEEP, entry, key_id, project, "grace: owed from the next rotation on")
     manual = Do.KEEP if entry.state is State.MANUAL else Do.MARK_MANUAL
@@ -207,9 +213,9 @@ def _holder(s: Snapshot, entry: Entry, target: HeldKey) -> str | None:
     """The labels of a version that holds (or may hold) the key, if any."""
     minted_here = entry.key is not None and entry.key.minted_here
     for version_id in held_versions(s.versions):
-        where = f"{_public_labels(s, version_id)} on version {version_id}"
         if version_id == entry.version_id:
-            return where
+            continue  # (its own labels were weighed first)
+        where = f"{_public_labels(s, version_id)} on version {version_id}"
         known = s.keys.get(version_id)
         if isinstance(known, HeldKey):
             if _same(known, target) is False:
