@@ -52,6 +52,9 @@ class Evidence:
     # Keys left live by someone else's doing (a person's edit of the secret that took the last
     # label off a version, a rotation Secrets Manager abandoned): not counted by the grace bound.
     excused_key_ids: set[int] = field(default_factory=set)
+    # 404s injected for a DELETE: Cekura said "gone" of a key that may be live, and the rotator
+    # has to believe it (only a key minted for the secret can be found again, as a stray).
+    delete_lies: int = 0
 
     def output(self, value: object) -> None:
         """Keep a return value or an exception (with its traceback and causes) for scanning."""

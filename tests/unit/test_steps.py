@@ -334,6 +334,21 @@ def test_revocation_policy_in_each_permission_world(
     assert world.fake.is_live(_value(world, VersionStage="AWSCURRENT")["api_key"])
 
 
+def test_a_refused_listing_is_not_asked_again_and_each_rotation_says_strays_wait(
+    world: World, logs: LogCapture
+) -> None:
+    # Given Cekura refuses API keys the key listing (the current spec) and one warm container
+    world.fake.mode = "spec"
+    rotator = world.rotator("grace")
+    # When the secret is rotated twice
+    for _ in range(2):
+        world.rotate(rotator)
+    # Then the listing was asked once, and each finishSecret said its strays were not swept
+    listings = [r for r in world.fake.requests if r.route == "list"]
+    assert len(listings) == 1
+    assert sum("strays are not swept" in line for line in logs.lines) == 2
+
+
 def test_grace_keeps_the_superseded_key_valid_for_one_period(world: World) -> None:
     # Given deletion is permitted
     world.fake.mode = "permissive"

@@ -455,6 +455,8 @@ class Revoker:
         if sweep is None or who.credential is None:
             return None
         if self._refused(self._list_refused_until, who.credential_id):
+            # Said every time: a finishSecret's log should tell why its strays may be left.
+            logger.info("Cekura refused this credential a listing lately; strays are not swept")
             return None
         try:
             listed = self._cekura.list_keys(who.credential, deadline=deadline)
