@@ -39,7 +39,8 @@ does not have, or has the wrong way round. Each rule names the AWS documentation
    answers, with DeletedDate. moto lets writes through. (DeleteSecret API reference;
    InvalidRequestException causes.)
 7. `lagging-read`: reads may lag writes. With `read_lag` = n, each version a PutSecretValue
-   writes answers ResourceNotFoundException to the first n reads that resolve to it.
+   writes answers ResourceNotFoundException to the first n reads that resolve to it, until
+   `catch_up` (time has passed: the harness calls it when the faults clear).
    `lost-answer`: a write carried out whose answer is lost is injected by the harness
    (`AwsFaults` with `after=True`) and counted here. (Eventual consistency notes; general AWS API
    behaviour.)
@@ -255,6 +256,12 @@ class StrictAws:
         """Time passes for version ages (rules 2 and 11)."""
         with self._lock:
             self._clock += hours * 3600.0
+
+    def catch_up(self) -> None:
+        """Time passes for reads (rule 7): every version written so far is seen by every read.
+        (A lag is counted in reads, and a version nobody read would otherwise lag for ever.)"""
+        with self._lock:
+            self._lagging.clear()
 
     def now(self) -> float:
         """The model's clock: real time, plus the hours `age` let pass."""

@@ -624,6 +624,7 @@ class Harness:
     def calm(self) -> Iterator[None]:
         """No throttling and no lagging reads inside the block (the faults cleared)."""
         model = self.model
+        model.catch_up()
         saved = (model.throttle_rate, model.read_lag)
         model.throttle_rate, model.read_lag = 0.0, 0
         try:

@@ -165,6 +165,13 @@ class RotationMachine(RuleBasedStateMachine):
         self.ran["next_step_runs"] += 1
         self._run(until_failure=False)
 
+    @precondition(lambda self: self.token is not None and not self.failed)
+    @rule()
+    def steps_run_through(self) -> None:
+        """Secrets Manager's usual run: every step left, back to back, until one fails."""
+        self.ran["steps_run_through"] += 1
+        self._run(until_failure=True)
+
     @precondition(lambda self: self.token is not None and self.failed)
     @rule()
     def secrets_manager_retries(self) -> None:
@@ -578,6 +585,16 @@ FOUND: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("next_step_runs", {}),
         ("person_puts_a_new_key", {"with_key_id": False}),
         ("rotate_secret", {}),
+    ],
+    # Reads lag writes, and a person's version the rotator never read, pinned by an application,
+    # lagged through every later rotation: the model counted lag in reads, never in time, so
+    # "the faults cleared" never came for it (8).
+    "a pinned version read only after its lag": [
+        ("a_secret", {**_SECRET, "lag": 3, "seed": 980}),
+        ("person_puts_a_new_key", {"with_key_id": True}),
+        ("person_puts_a_new_key", {"with_key_id": True}),
+        (_PIN, {"label": "APP_PINNED", "which": "previous"}),
+        ("person_puts_a_new_key", {"with_key_id": False}),
     ],
     # A manual record on a version the rotator cannot read (KMS) that an application then pins:
     # the record must go back to owed even though its key cannot be named (11).
