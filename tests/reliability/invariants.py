@@ -416,9 +416,14 @@ def debts_settled(
         for key_id in [fake.key_id(version.api_key)]
         if key_id is not None and key_id not in held and key_id not in excused
     }
+    # Given up for any version that holds it is given up for the key (a key stored twice).
+    holders: dict[int, set[str]] = {}
+    for version in everything:
+        if version.api_key and (key_id := fake.key_id(version.api_key)) is not None:
+            holders.setdefault(key_id, set()).add(version.id)
     problems = []
     for key_id, version in owed.items():
-        if key_id in logged_keys or version.id in logged_versions:
+        if key_id in logged_keys or holders.get(key_id, set()) & logged_versions:
             continue
         deletable = (
             deletion_allowed
