@@ -530,7 +530,10 @@ def test_random_sequences(rig: Rig, ledger: Ledger, reliability_full: bool) -> N
     assert ran["check: rotation completed"] > 0
     if reliability_full:  # (a short run may, by chance, miss one)
         assert set(ran) >= RULES, f"rules that never ran: {RULES - set(ran)}"
-        assert ran["check: rotation completed"] > examples
+        # Most of a sequence's steps go to actors and faults (over twenty kinds of rule), so
+        # about one sequence in two completes a rotation before its teardown (which completes
+        # it, and whose settling rotations are checked on their own): a floor, not a target.
+        assert ran["check: rotation completed"] > examples // 3
         assert ran["check: stray sweep"] > 0
         assert ran["check: grace bound"] > 0
         assert ran["check: rotation started inside a finishSecret"] > 0
