@@ -610,6 +610,25 @@ FOUND: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("labels_nearly_full", {"spare": 0}),
         ("rotate_secret", {}),
     ],
+    # A record's change from manual back to owed is cut off after its new label is written (a
+    # throttled answer lost); the change made again removed both labels, the new one too, and
+    # the debt was lost (8).
+    "a record change made again after it was cut off": [
+        ("a_secret", {**_SECRET, "throttle": 0.15, "seed": 1}),
+        ("lambda_will_be_killed", {"point": ("GetSecretValue", True), "skip": 0}),
+        ("person_moves_the_secret", {"with_key_id": False}),
+        ("rotate_secret", {}),
+        ("rotate_secret", {}),
+        ("secrets_manager_retries", {}),
+        (
+            "aws_answer_lost",
+            {"error": "throttling", "operation": "UpdateSecretVersionStage", "skip": 2},
+        ),
+        ("secrets_manager_retries", {}),
+        ("kms_key_changes", {}),
+        ("secrets_manager_retries", {}),
+        ("person_moves_the_secret", {"with_key_id": False}),
+    ],
     # A manual record on a version the rotator cannot read (KMS) that an application then pins:
     # the record must go back to owed even though its key cannot be named (11).
     "manual record on a pinned unreadable version": [

@@ -78,9 +78,13 @@ class Recorder:
             logger.warning("No spare label to change a record's state", version_id=entry.version_id)
             return False
         try:
-            self._store.move_stage(arn, stage=new, to_version=entry.version_id, from_version=None)
-            versions[entry.version_id] = (*versions[entry.version_id], new)
-            for label in entry.labels:
+            # An entry a crashed change left with both labels already carries the new one.
+            if new not in versions[entry.version_id]:
+                self._store.move_stage(
+                    arn, stage=new, to_version=entry.version_id, from_version=None
+                )
+                versions[entry.version_id] = (*versions[entry.version_id], new)
+            for label in (old for old in entry.labels if old != new):
                 self._store.move_stage(
                     arn, stage=label, to_version=None, from_version=entry.version_id
                 )
